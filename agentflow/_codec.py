@@ -1,0 +1,38 @@
+"""JSON encoding of everything agentflow stores: params, payloads, step results, outputs."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .errors import PayloadError
+
+MAX_VALUE_BYTES = 1024 * 1024
+
+
+def _default(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)  # pydantic v2 models, without importing pydantic
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def encode(value: Any, *, what: str, limit: int = MAX_VALUE_BYTES) -> str:
+    """Encode ``value`` as compact JSON, or raise :class:`PayloadError` saying why it can't be."""
+    try:
+        text = json.dumps(value, default=_default, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise PayloadError(
+            f"{what} must be JSON-serialisable (dict, list, str, int, float, bool, None or a "
+            f"pydantic model): {exc}"
+        ) from None
+    if len(text) > limit:  # ensure_ascii output: characters == bytes
+        raise PayloadError(
+            f"{what} is {len(text)} bytes of JSON, over the {limit}-byte limit; store large "
+            "data elsewhere and pass a reference"
+        )
+    return text
+
+
+def decode(text: str | None) -> Any:
+    return None if text is None else json.loads(text)

@@ -1,0 +1,199 @@
+"""The engine: storage, registered workflows and the embedded worker, opened from a URL."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from . import _validate as validate
+from ._signal import Signal
+from .clock import Clock, SystemClock
+from .errors import (
+    EngineClosedError,
+    InstanceNotFoundError,
+    InvalidArgumentError,
+    WorkflowNotFoundError,
+)
+from .instance import Instance, WorkflowBinding, details
+from .records import InstanceDetails
+from .runner import RunContext
+from .storage import InstanceRow, Storage, storage_from_url
+from .worker import Worker, WorkerConfig
+from .workflow import Runner, as_runner
+
+_WORKFLOW_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,99}")
+DEFAULT_MAX_STEPS = 10_000
+
+
+@dataclass(frozen=True)
+class _Registered:
+    runner: Runner
+    concurrency: int
+
+
+class Engine:
+    """Opens a store, runs registered workflows durably. Use ``Engine.open(url)``."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        clock: Clock | None = None,
+        worker: bool = True,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        poll_interval: float = 0.5,
+        lease_seconds: float = 30.0,
+    ) -> None:
+        self._storage = storage
+        self.clock: Clock = clock or SystemClock()
+        self.max_steps = validate.positive_int(max_steps, what="max_steps")
+        self._poll_interval = validate.duration(poll_interval, what="poll_interval")
+        self._lease_seconds = validate.duration(lease_seconds, what="lease_seconds")
+        self._with_worker = worker
+        self._workflows: dict[str, _Registered] = {}
+        self._changed = Signal()
+        self._worker: Worker | None = None
+        self._open = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+    @classmethod
+    def open(cls, url: str | Path = "sqlite:///agentflow.db", **options: Any) -> _Opening:
+        """``async with Engine.open(url) as engine`` (or ``engine = await Engine.open(url)``).
+
+        Options: ``clock``, ``worker`` (run the embedded worker, default True), ``max_steps``
+        per instance (10,000), ``poll_interval`` seconds for other processes' writes (0.5),
+        ``lease_seconds`` (30)."""
+        return _Opening(cls(storage_from_url(url), **options))
+
+    async def _start(self) -> Engine:
+        await self._storage.open()
+        self._open = True
+        if self._with_worker:
+            ctx = RunContext(self._storage, self.clock, self.max_steps, self._changed.notify)
+            self._worker = Worker(
+                ctx, WorkerConfig(self._poll_interval, self._lease_seconds),
+                limits=lambda: {n: w.concurrency for n, w in self._workflows.items()},
+                code_for=lambda name: self._workflows[name].runner,
+            )
+            self._worker.start()
+        return self
+
+    async def close(self) -> None:
+        """Stop the worker (running instances resume from their last step elsewhere or on the
+        next open) and close the store. Safe to call twice."""
+        if not self._open:
+            return
+        self._open = False
+        if self._worker is not None:
+            await self._worker.close()
+            self._worker = None
+        self._changed.notify()
+        await self._storage.close()
+
+    async def __aenter__(self) -> Engine:
+        if not self._open:
+            await self._start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- workflows ------------------------------------------------------------------------
+    def register(self, name: str, code: object, *, concurrency: int = 100) -> WorkflowBinding:
+        """Register workflow code under ``name``; returns its binding. ``concurrency`` caps
+        how many of its instances run at once across all workers (others stay queued)."""
+        self._check_open()
+        if not isinstance(name, str) or not _WORKFLOW_NAME.fullmatch(name):
+            raise InvalidArgumentError(
+                f"invalid workflow name {name!r}: use 1-100 letters, digits, '_', '-', '.', ':'"
+            )
+        if name in self._workflows:
+            raise InvalidArgumentError(
+                f"workflow {name!r} is already registered on this engine; pick another name "
+                "or open a new engine"
+            )
+        validate.positive_int(concurrency, what="concurrency")
+        self._workflows[name] = _Registered(as_runner(code), concurrency)
+        if self._worker is not None:
+            self._worker.poke()
+        return WorkflowBinding(self, name)
+
+    def workflow(self, name: str) -> WorkflowBinding:
+        """The binding of a workflow registered on this engine."""
+        if name not in self._workflows:
+            raise WorkflowNotFoundError(f"no workflow named {name!r} is registered")
+        return WorkflowBinding(self, name)
+
+    # -- instances across workflows -------------------------------------------------------
+    async def get(self, id: str, *, workflow: str | None = None) -> Instance:
+        """An instance by id, in any workflow of the store (name ``workflow`` if ids repeat)."""
+        self._check_open()
+        validate.instance_id(id)
+        rows = await self._storage.list_instances(id=id, workflow=workflow, limit=2)
+        if not rows:
+            raise InstanceNotFoundError(f"no instance with id {id!r}")
+        if len(rows) > 1:
+            raise InvalidArgumentError(
+                f"id {id!r} exists in several workflows; pass workflow=... to choose"
+            )
+        return Instance(self, rows[0])
+
+    async def list_instances(
+        self, *, workflow: str | None = None, status: str | None = None, limit: int = 100,
+    ) -> list[InstanceDetails]:
+        """Newest first."""
+        self._check_open()
+        rows = await self._storage.list_instances(workflow=workflow, status=status, limit=limit)
+        return [details(r) for r in rows]
+
+    # -- internals used by bindings and instances -----------------------------------------
+    async def _create(
+        self, workflow: str, items: list[tuple[str, str | None]], *, skip_existing: bool,
+    ) -> list[InstanceRow]:
+        self._check_open()
+        rows = await self._storage.create_instances(
+            workflow, items, self.clock.now(), skip_existing=skip_existing
+        )
+        self._worker_signal(None, None)
+        return rows
+
+    def _worker_signal(self, what: str | None, iid: int | None) -> None:
+        self._changed.notify()
+        worker = self._worker
+        if worker is None:
+            return
+        if iid is not None and what == "stop":
+            worker.stop_run(iid)
+        elif iid is not None and what in ("pause", "resume"):
+            worker.set_pause(iid, what == "pause")
+        worker.poke()
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise EngineClosedError("the engine is closed; open it with Engine.open(url)")
+
+
+class _Opening:
+    """What ``Engine.open`` returns: await it, or use it as an async context manager."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def __await__(self) -> Generator[Any, None, Engine]:
+        return self._engine._start().__await__()
+
+    async def __aenter__(self) -> Engine:
+        return await self._engine._start()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._engine.close()

@@ -1,0 +1,216 @@
+"""Handles users hold: a workflow binding (create, get) and an instance (status, control,
+events). Both are thin: every state change goes through storage, so they work the same from
+the process that runs the instance and from any other process on the same database."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _validate as validate
+from . import transitions
+from ._codec import decode, encode
+from .errors import InstanceNotFoundError, InvalidArgumentError, InvalidStateError
+from .records import ErrorInfo, InstanceDetails, InstanceEvent, _utc
+from .status import FINISHED, InstanceStatus
+from .storage import HistoryRow, InstanceRow, LeaseLost
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+_TERMINAL_EVENTS = frozenset({"instance.completed", "instance.errored", "instance.terminated"})
+
+
+def details(row: InstanceRow) -> InstanceDetails:
+    error = ErrorInfo(row.error_name, row.error_message or "") if row.error_name else None
+    try:
+        status = InstanceStatus(row.status)
+    except ValueError:
+        status = InstanceStatus.UNKNOWN
+    return InstanceDetails(
+        id=row.id, workflow_name=row.workflow, status=status, output=decode(row.output),
+        error=error, params=decode(row.params), created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+    )
+
+
+def _event(row: HistoryRow) -> InstanceEvent:
+    return InstanceEvent(
+        seq=row.seq, instance_id=row.id, workflow_name=row.workflow, type=row.type,
+        timestamp=_utc(row.at), step=row.step, data=json.loads(row.data) if row.data else {},
+    )
+
+
+class Instance:
+    """One workflow instance. Obtain it from ``binding.create`` or ``binding.get``."""
+
+    __slots__ = ("_engine", "_iid", "id", "workflow_name")
+
+    def __init__(self, engine: Engine, row: InstanceRow) -> None:
+        self._engine = engine
+        self._iid = row.iid
+        self.id = row.id
+        self.workflow_name = row.workflow
+
+    def __repr__(self) -> str:
+        return f"<Instance {self.workflow_name}/{self.id}>"
+
+    async def _row(self) -> InstanceRow:
+        row = await self._engine._storage.get_instance_by_iid(self._iid)
+        if row is None:
+            raise InstanceNotFoundError(f"instance {self.id!r} no longer exists")
+        return row
+
+    async def status(self) -> InstanceDetails:
+        """Current status, with ``output`` once complete and ``error`` once errored."""
+        return details(await self._row())
+
+    async def pause(self) -> None:
+        """Pause: at once when sleeping, waiting or queued; after the current step when running."""
+        row = await self._transition(transitions.pause)
+        self._engine._worker_signal("pause" if row.status == "waiting_for_pause" else None, self._iid)
+
+    async def resume(self) -> None:
+        """Resume a paused instance; what was left of its sleeps and waits is kept."""
+        await self._transition(transitions.resume)
+        self._engine._worker_signal("resume", self._iid)
+
+    async def terminate(self) -> None:
+        """Stop the instance for good. A finished instance raises ``InvalidStateError``."""
+        await self._transition(transitions.terminate)
+        self._engine._worker_signal("stop", self._iid)
+
+    async def restart(self, from_step: str | None = None) -> None:
+        """Run again from the start, or keep every step journaled before ``from_step``."""
+        from_seq = 0
+        if from_step is not None:
+            validate.step_name(from_step)
+            journal = await self._engine._storage.load_journal(self._iid)
+            match = next((r for r in journal if r.name == from_step), None)
+            if match is None:
+                names = ", ".join(sorted({r.name for r in journal})) or "none"
+                raise InvalidArgumentError(
+                    f"instance {self.id!r} has no journaled step named {from_step!r}; "
+                    f"journaled steps: {names}"
+                )
+            from_seq = match.seq
+        await self._transition(
+            lambda row, now: transitions.restart(row, now, from_seq, from_step)
+        )
+        self._engine._worker_signal("stop", self._iid)
+
+    async def send_event(self, type: str, payload: Any = None) -> None:
+        """Deliver an event; a ``wait_for_event`` for this type gets it, now or later (FIFO)."""
+        event_type = validate.event_type(type)
+        text = encode(payload, what=f"payload of event {event_type!r}")
+        row = await self._row()
+        if row.status in FINISHED:
+            raise InvalidStateError(
+                f"instance {self.id!r} is {row.status} and takes no more events"
+            )
+        engine = self._engine
+        await engine._storage.deliver_event(self._iid, event_type, text, engine.clock.now())
+        engine._worker_signal(None, self._iid)
+
+    async def events(self, *, follow: bool = True) -> AsyncIterator[InstanceEvent]:
+        """The instance's history, then (with ``follow``) its live events until it finishes."""
+        engine = self._engine
+        after = 0
+        while True:
+            rows = await engine._storage.read_history(self._iid, after)
+            for row in rows:
+                after = row.seq
+                yield _event(row)
+            if len(rows) >= 1000:
+                continue
+            if not follow:
+                return
+            if rows and rows[-1].type in _TERMINAL_EVENTS and (await self._row()).status in FINISHED:
+                return
+            if not rows and (await self._row()).status in FINISHED and after:
+                return
+            await engine._changed.wait(engine._poll_interval)
+
+    async def wait(self, *, timeout: float | None = None) -> InstanceDetails:
+        """Wait until the instance is complete, errored or terminated; return its status.
+        Raises ``TimeoutError`` after ``timeout`` seconds of real time."""
+        import asyncio
+
+        async def until_finished() -> InstanceDetails:
+            while True:
+                row = await self._row()
+                if row.status in FINISHED:
+                    return details(row)
+                await self._engine._changed.wait(self._engine._poll_interval)
+
+        return await asyncio.wait_for(until_finished(), timeout)
+
+    async def _transition(self, decide: Any) -> InstanceRow:
+        engine = self._engine
+        now = engine.clock.now()
+        try:
+            row = await engine._storage.transition(self._iid, lambda row: decide(row, now))
+        except LeaseLost:
+            raise InstanceNotFoundError(f"instance {self.id!r} no longer exists") from None
+        engine._changed.notify()
+        return row
+
+
+class WorkflowBinding:
+    """A registered workflow: create instances and look them up."""
+
+    __slots__ = ("_engine", "name")
+
+    def __init__(self, engine: Engine, name: str) -> None:
+        self._engine = engine
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<WorkflowBinding {self.name}>"
+
+    async def create(self, id: str | None = None, params: Any = None) -> Instance:
+        """Create an instance (a generated id when ``id`` is None). A used id raises
+        ``DuplicateInstanceError``."""
+        items = [self._item(id, params)]
+        rows = await self._engine._create(self.name, items, skip_existing=False)
+        return Instance(self._engine, rows[0])
+
+    async def create_batch(self, items: Iterable[Mapping[str, Any]]) -> list[Instance]:
+        """Create many instances in one transaction from ``[{"id": ..., "params": ...}]``.
+        Ids that already exist are skipped (so a retried batch is idempotent); the returned
+        list has an instance for every item, existing ones included."""
+        if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
+            raise InvalidArgumentError(
+                "create_batch takes a list of {'id': ..., 'params': ...} dicts"
+            )
+        prepared = [self._item_from(i, item) for i, item in enumerate(items)]
+        await self._engine._create(self.name, prepared, skip_existing=True)
+        storage = self._engine._storage
+        result = []
+        for id, _ in prepared:
+            row = await storage.get_instance(self.name, id)
+            assert row is not None
+            result.append(Instance(self._engine, row))
+        return result
+
+    async def get(self, id: str) -> Instance:
+        """The instance with this id; ``InstanceNotFoundError`` if there is none."""
+        validate.instance_id(id)
+        row = await self._engine._storage.get_instance(self.name, id)
+        if row is None:
+            raise InstanceNotFoundError(f"no instance {id!r} in workflow {self.name!r}")
+        return Instance(self._engine, row)
+
+    def _item(self, id: str | None, params: Any) -> tuple[str, str | None]:
+        instance_id = uuid.uuid4().hex if id is None else validate.instance_id(id)
+        return instance_id, encode(params, what=f"params of instance {instance_id!r}")
+
+    def _item_from(self, index: int, item: object) -> tuple[str, str | None]:
+        if not isinstance(item, Mapping) or set(item) - {"id", "params"}:
+            raise InvalidArgumentError(
+                f"create_batch item {index} must be a dict with optional keys 'id' and "
+                f"'params', got {item!r:.80}"
+            )
+        return self._item(item.get("id"), item.get("params"))

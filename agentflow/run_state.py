@@ -1,0 +1,115 @@
+"""The state of one run of one instance: its journal, step counters, pending history and the
+signals (pause, stop) that reach it while it runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ._control import Stop, Suspend
+from .clock import Clock
+from .errors import StepLimitExceededError
+from .storage import HistoryItem, LeaseLost, StepRecord, Storage
+
+# A step still running after this long gets its 'started' history written without waiting for
+# its result, so followers of events() see it.
+_FLUSH_STARTED_AFTER = 0.1
+
+
+@dataclass(eq=False)
+class RunState:
+    iid: int
+    instance_id: str
+    owner: str
+    storage: Storage
+    clock: Clock
+    max_steps: int
+    journal: dict[tuple[str, int], StepRecord]
+    notify: Callable[[], None]
+    counts: dict[str, int] = field(default_factory=dict)
+    calls: int = 0
+    limit_hit: bool = False
+    pause_requested: bool = False
+    stopped: bool = False
+    suspending: bool = False
+    wake_at: float | None = None
+    wait_types: set[str] = field(default_factory=set)
+    pending_history: list[HistoryItem] = field(default_factory=list)
+    busy: int = 0
+    _idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def next_count(self, name: str) -> int:
+        """The occurrence number of ``name`` in this run; enforces the step limit."""
+        self.calls += 1
+        if self.calls > self.max_steps:
+            self.limit_hit = True
+            raise StepLimitExceededError(
+                f"instance {self.instance_id!r} called more than {self.max_steps} steps; raise "
+                "Engine.open(max_steps=...) or split the work across instances"
+            )
+        count = self.counts.get(name, 0) + 1
+        self.counts[name] = count
+        return count
+
+    def check_active(self) -> None:
+        """Called before a step does new work: stop, or suspend when a pause is pending."""
+        if self.stopped:
+            raise Stop()
+        if self.pause_requested or self.suspending:
+            self.suspending = True
+            raise Suspend()
+
+    def suspend_until(self, wake_at: float | None, event_type: str | None = None) -> Suspend:
+        if wake_at is not None:
+            self.wake_at = wake_at if self.wake_at is None else min(self.wake_at, wake_at)
+        if event_type is not None:
+            self.wait_types.add(event_type)
+        self.suspending = True
+        return Suspend()
+
+    def history(self, kind: str, step: str | None = None, /, **data: object) -> None:
+        self.pending_history.append(HistoryItem(kind, self.clock.now(), step, dict(data)))
+
+    def take_history(self) -> list[HistoryItem]:
+        items, self.pending_history = self.pending_history, []
+        return items
+
+    async def save(self, record: StepRecord, consume: int | None = None) -> None:
+        """Journal ``record`` with the pending history; learn of pauses and terminations."""
+        try:
+            status = await self.storage.save_step(
+                self.iid, self.owner, record, self.take_history(), consume
+            )
+        except LeaseLost:
+            self.stopped = True
+            raise Stop() from None
+        if status == "waiting_for_pause":
+            self.pause_requested = True
+        self.journal[(record.name, record.count)] = record
+        self.notify()
+
+    # -- step bodies in flight --------------------------------------------------------------
+    def body_started(self) -> asyncio.TimerHandle:
+        self.busy += 1
+        self._idle.clear()
+        return asyncio.get_running_loop().call_later(_FLUSH_STARTED_AFTER, self._flush_soon)
+
+    def body_finished(self, timer: asyncio.TimerHandle) -> None:
+        timer.cancel()
+        self.busy -= 1
+        if self.busy == 0:
+            self._idle.set()
+
+    def _flush_soon(self) -> None:
+        if self.pending_history and not self.stopped:
+            items = self.take_history()
+            asyncio.get_running_loop().create_task(self._append(items))
+
+    async def _append(self, items: Sequence[HistoryItem]) -> None:
+        await self.storage.append_history(self.iid, items)
+
+    async def settle(self) -> None:
+        """Wait for step bodies still running (siblings in a gather) to finish and journal."""
+        while self.busy:
+            await self._idle.wait()

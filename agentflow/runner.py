@@ -1,0 +1,93 @@
+"""One run of one instance: replay its journal through the workflow code up to where it must
+wait, then record how the run ended (complete, errored, or hibernating)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ._codec import decode, encode
+from ._control import Stop, Suspend
+from ._errors_journal import describe
+from .clock import Clock
+from .errors import PayloadError, StepLimitExceededError
+from .records import Event, _utc
+from .run_state import RunState
+from .step import Step
+from .storage import HistoryItem, InstanceRow, LeaseLost, Storage
+from .workflow import Runner
+
+
+@dataclass(frozen=True)
+class RunContext:
+    storage: Storage
+    clock: Clock
+    max_steps: int
+    notify: Callable[[], None]
+
+
+async def load_run(ctx: RunContext, row: InstanceRow) -> RunState:
+    journal = await ctx.storage.load_journal(row.iid)
+    assert row.owner is not None, "a claimed instance has an owner token"
+    return RunState(
+        iid=row.iid, instance_id=row.id, owner=row.owner, storage=ctx.storage, clock=ctx.clock,
+        max_steps=ctx.max_steps, journal={(r.name, r.count): r for r in journal},
+        notify=ctx.notify, pause_requested=row.status == "waiting_for_pause",
+    )
+
+
+async def execute(ctx: RunContext, row: InstanceRow, state: RunState, code: Runner) -> None:
+    """Run the workflow code against ``state`` and journal the outcome."""
+    event = Event(decode(row.params), _utc(row.created_at), row.id, row.workflow)
+    outcome: str
+    output: object = None
+    error: BaseException | None = None
+    try:
+        output = await code(event, Step(state))
+        outcome = "complete"
+    except Suspend:
+        outcome = "suspend"
+    except Stop:
+        outcome = "stop"
+    except Exception as exc:
+        outcome, error = "errored", exc
+    await state.settle()
+    if state.stopped or outcome == "stop":
+        return
+    if state.limit_hit and not isinstance(error, StepLimitExceededError):
+        outcome, error = "errored", StepLimitExceededError(
+            f"instance {row.id!r} called more than {state.max_steps} steps"
+        )
+    with contextlib.suppress(LeaseLost):
+        await _record_outcome(ctx, state, outcome, output, error)
+    ctx.notify()
+
+
+async def _record_outcome(
+    ctx: RunContext, state: RunState, outcome: str, output: object, error: BaseException | None,
+) -> None:
+    now = ctx.clock.now()
+    if outcome == "suspend":
+        await ctx.storage.suspend(
+            state.iid, state.owner, now, state.wake_at, sorted(state.wait_types),
+            state.take_history(),
+        )
+        return
+    if outcome == "complete":
+        try:
+            text = encode(output, what="workflow output")
+        except PayloadError as exc:
+            outcome, error = "errored", exc
+        else:
+            history = [*state.take_history(), HistoryItem("instance.completed", now)]
+            await ctx.storage.finish(state.iid, state.owner, now, "complete", text, None, history)
+            return
+    assert error is not None
+    name, message, _ = describe(error)
+    history = [
+        *state.take_history(),
+        HistoryItem("instance.errored", now, data={"error": {"name": name, "message": message}}),
+    ]
+    await ctx.storage.finish(state.iid, state.owner, now, "errored", None, (name, message), history)
+

@@ -1,0 +1,294 @@
+"""The ``step`` object a workflow's ``run`` receives: durable steps, sleeps and event waits."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from . import _validate as validate
+from ._codec import decode, encode
+from ._control import Stop, Suspend
+from ._errors_journal import describe, rebuild
+from .clock import DeadlineExceeded, deadline
+from .errors import InvalidArgumentError, NonRetryableError, PayloadError, WorkflowTimeoutError
+from .records import Retries, StepConfig, StepContext, StepEvent, _utc
+from .run_state import RunState
+from .storage import StepRecord
+
+T = TypeVar("T")
+
+DEFAULT_RETRIES = Retries()
+DEFAULT_TIMEOUT = 600.0
+_BACKOFFS = ("constant", "linear", "exponential")
+_NOT_RETRIED = (NonRetryableError, PayloadError)
+
+
+class Step:
+    """Durable operations for workflow code. One ``Step`` serves one run of one instance."""
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: RunState) -> None:
+        self._run = run
+
+    # -- step.do ----------------------------------------------------------------------------
+    async def do(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *,
+        retries: Retries | None = None,
+        timeout: int | float | str | None = None,
+    ) -> Any:
+        """Run ``fn`` once, durably: its JSON result is journaled under (name, occurrence) and
+        returned without running again on every replay. Failures are retried per ``retries``."""
+        name = validate.step_name(name)
+        if not callable(fn):
+            raise InvalidArgumentError(
+                f"step {name!r}: fn must be callable, got {type(fn).__name__}; "
+                "pass a function or lambda, e.g. step.do(name, lambda: fetch(url))"
+            )
+        config = StepConfig(
+            retries=_check_retries(name, retries),
+            timeout=DEFAULT_TIMEOUT if timeout is None
+            else validate.duration(timeout, what=f"step {name!r} timeout"),
+        )
+        run = self._run
+        count = run.next_count(name)
+        record = run.journal.get((name, count))
+        if record is not None:
+            if record.state == "completed":
+                return decode(record.result)
+            if record.state == "errored":
+                raise _journaled_error(record)
+        run.check_active()
+        return await self._execute(name, count, fn, config, record)
+
+    async def _execute(
+        self, name: str, count: int, fn: Callable[..., Any], config: StepConfig,
+        record: StepRecord | None,
+    ) -> Any:
+        run = self._run
+        attempt = record.attempts if record is not None else 0
+        started_at = record.started_at if record is not None else run.clock.now()
+        if record is not None and record.wake_at is not None and record.wake_at > run.clock.now():
+            raise run.suspend_until(record.wake_at)
+        if record is None:
+            run.history("step.started", name, count=count)
+        while True:
+            attempt += 1
+            run.history("attempt.started", name, count=count, attempt=attempt)
+            context = StepContext(name, count, attempt, config)
+            timer = run.body_started()
+            try:
+                value = await _call(fn, context, run, config.timeout)
+                text = encode(value, what=f"result of step {name!r}")
+            except (Suspend, Stop, asyncio.CancelledError):
+                raise
+            except Exception as exc:
+                error = exc
+            else:
+                run.history("step.completed", name, count=count, attempts=attempt)
+                await run.save(StepRecord(
+                    name, count, "do", "completed", started_at, result=text, attempts=attempt,
+                    finished_at=run.clock.now(),
+                ))
+                return decode(text)
+            finally:
+                run.body_finished(timer)
+            await self._failed(name, count, started_at, attempt, config.retries, context, error)
+
+    async def _failed(
+        self, name: str, count: int, started_at: float, attempt: int, retries: Retries,
+        context: StepContext, error: Exception,
+    ) -> None:
+        """Journal a failed attempt: raise when retries are spent, suspend for a later retry,
+        or return to retry at once."""
+        run = self._run
+        err_name, message, where = describe(error)
+        info = {"name": err_name, "message": message}
+        if isinstance(error, _NOT_RETRIED) or attempt > retries.limit:
+            run.history("attempt.failed", name, count=count, attempt=attempt, error=info,
+                        retry_in=None)
+            run.history("step.errored", name, count=count, attempts=attempt, error=info)
+            await run.save(StepRecord(
+                name, count, "do", "errored", started_at, error_name=err_name,
+                error_message=message, error_module=where, attempts=attempt,
+                finished_at=run.clock.now(),
+            ))
+            raise error
+        delay = _retry_delay(retries, context, error, attempt)
+        run.history("attempt.failed", name, count=count, attempt=attempt, error=info,
+                    retry_in=delay)
+        if delay <= 0:
+            return
+        wake_at = run.clock.now() + delay
+        await run.save(StepRecord(
+            name, count, "do", "retrying", started_at, error_name=err_name,
+            error_message=message, error_module=where, attempts=attempt, wake_at=wake_at,
+        ))
+        raise run.suspend_until(wake_at)
+
+    # -- sleeping ---------------------------------------------------------------------------
+    async def sleep(self, name: str, duration: int | float | str) -> None:
+        """Hibernate for ``duration`` (seconds, or a string like '10 minutes')."""
+        name = validate.step_name(name)
+        seconds = validate.duration(duration, what=f"sleep {name!r} duration")
+        await self._sleep(name, lambda now: now + seconds)
+
+    async def sleep_until(self, name: str, when: datetime | int | float) -> None:
+        """Hibernate until ``when`` (an aware datetime or epoch seconds)."""
+        name = validate.step_name(name)
+        target = validate.timestamp(when, what=f"sleep_until {name!r} time")
+        await self._sleep(name, lambda now: target)
+
+    async def _sleep(self, name: str, wake_time: Callable[[float], float]) -> None:
+        run = self._run
+        count = run.next_count(name)
+        record = run.journal.get((name, count))
+        if record is not None and record.state == "completed":
+            return
+        run.check_active()
+        now = run.clock.now()
+        if record is None:
+            wake_at = wake_time(now)
+            run.history("sleep.started", name, count=count, until=wake_at)
+            record = StepRecord(name, count, "sleep", "sleeping", now, wake_at=wake_at)
+            if wake_at > now:
+                await run.save(record)
+        wake_at = record.wake_at if record.wake_at is not None else now
+        if wake_at > now:
+            raise run.suspend_until(wake_at)
+        run.history("sleep.completed", name, count=count)
+        await run.save(StepRecord(
+            name, count, "sleep", "completed", record.started_at, wake_at=wake_at,
+            finished_at=now,
+        ))
+
+    # -- events -----------------------------------------------------------------------------
+    async def wait_for_event(
+        self, name: str, *, type: str, timeout: int | float | str = "24 hours",
+    ) -> StepEvent:
+        """Wait for the first unconsumed event of ``type`` (also one sent before the wait).
+        Raises :class:`WorkflowTimeoutError` after ``timeout``; the plan may catch it."""
+        name = validate.step_name(name)
+        event_type = validate.event_type(type)
+        seconds = validate.duration(timeout, what=f"wait {name!r} timeout")
+        run = self._run
+        count = run.next_count(name)
+        record = run.journal.get((name, count))
+        if record is not None:
+            if record.state == "completed":
+                return _step_event(decode(record.result))
+            if record.state == "errored":
+                raise _journaled_error(record)
+        run.check_active()
+        now = run.clock.now()
+        started_at = record.started_at if record is not None else now
+        deadline_at = record.wake_at if record is not None and record.wake_at else now + seconds
+        if record is None:
+            run.history("wait.started", name, count=count, type=event_type, until=deadline_at)
+        event = await run.storage.next_inbox_event(run.iid, event_type)
+        if event is not None:
+            result = {"type": event.type, "payload": decode(event.payload), "timestamp": event.at}
+            run.history("wait.completed", name, count=count, type=event_type)
+            await run.save(StepRecord(
+                name, count, "wait", "completed", started_at, result=encode(result, what="event"),
+                event_type=event_type, wake_at=deadline_at, finished_at=now,
+            ), consume=event.seq)
+            return _step_event(result)
+        if now >= deadline_at:
+            error = WorkflowTimeoutError(
+                f"wait {name!r} for an event of type {event_type!r} timed out after "
+                f"{deadline_at - started_at:g} seconds"
+            )
+            err_name, message, where = describe(error)
+            run.history("wait.timed_out", name, count=count, type=event_type)
+            await run.save(StepRecord(
+                name, count, "wait", "errored", started_at, error_name=err_name,
+                error_message=message, error_module=where, event_type=event_type,
+                wake_at=deadline_at, finished_at=now,
+            ))
+            raise error
+        if record is None:
+            await run.save(StepRecord(
+                name, count, "wait", "waiting", started_at, event_type=event_type,
+                wake_at=deadline_at,
+            ))
+        raise run.suspend_until(deadline_at, event_type)
+
+    # -- parallel steps ---------------------------------------------------------------------
+    async def all(self, *awaitables: Awaitable[T]) -> list[T]:
+        """Run steps concurrently; results in argument order (``asyncio.gather`` for plans)."""
+        return list(await asyncio.gather(*awaitables))
+
+
+def _check_retries(name: str, retries: Retries | None) -> Retries:
+    if retries is None:
+        return DEFAULT_RETRIES
+    if not isinstance(retries, Retries):
+        raise InvalidArgumentError(
+            f"step {name!r}: retries must be af.Retries(limit=..., delay=..., backoff=...), "
+            f"got {type(retries).__name__}"
+        )
+    validate.positive_int(retries.limit, what=f"step {name!r} retries.limit", minimum=0)
+    if retries.backoff not in _BACKOFFS:
+        raise InvalidArgumentError(
+            f"step {name!r}: retries.backoff must be one of {', '.join(_BACKOFFS)}, "
+            f"got {retries.backoff!r}"
+        )
+    if not callable(retries.delay):
+        validate.duration(retries.delay, what=f"step {name!r} retries.delay")
+    return retries
+
+
+def _retry_delay(retries: Retries, context: StepContext, error: Exception, attempt: int) -> float:
+    delay = retries.delay
+    if callable(delay):
+        return validate.duration(delay(context, error), what="retries.delay result")
+    base = validate.duration(delay)
+    if retries.backoff == "linear":
+        return base * attempt
+    if retries.backoff == "exponential":
+        return base * 2 ** (attempt - 1)
+    return base
+
+
+def _takes_context(fn: Callable[..., Any]) -> bool:
+    code = getattr(fn, "__code__", None)
+    if code is not None and not inspect.ismethod(fn):
+        return bool(code.co_argcount - len(getattr(fn, "__defaults__", None) or ()))
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return False
+    return any(
+        p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        for p in signature.parameters.values()
+    )
+
+
+async def _call(fn: Callable[..., Any], context: StepContext, run: RunState, timeout: float) -> Any:
+    """Call a step body: sync bodies run inline; an awaitable result is awaited under the
+    attempt's timeout, in the engine clock's time."""
+    result = fn(context) if _takes_context(fn) else fn()
+    if not inspect.isawaitable(result):
+        return result
+    try:
+        async with deadline(run.clock, timeout):
+            return await result
+    except DeadlineExceeded:
+        raise WorkflowTimeoutError(
+            f"step {context.name!r} attempt {context.attempt} timed out after {timeout:g} seconds"
+        ) from None
+
+
+def _journaled_error(record: StepRecord) -> Exception:
+    return rebuild(record.error_name or "StepError", record.error_message or "", record.error_module)
+
+
+def _step_event(result: dict[str, Any]) -> StepEvent:
+    return StepEvent(result["type"], result["payload"], _utc(result["timestamp"]))

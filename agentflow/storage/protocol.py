@@ -1,0 +1,120 @@
+"""The one interface every storage backend implements.
+
+Each method is one atomic unit of work. Methods that act for a running instance take the
+owner token the claim gave it (``'<worker>#<run>'``, in ``InstanceRow.owner``) and fail with
+:class:`LeaseLost` when that run no longer owns the instance, so that nothing depends on one
+process owning the database and a stale run can never write into a newer one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
+
+
+class LeaseLost(Exception):
+    """The worker no longer owns the instance (terminated, paused elsewhere, or lease expired)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+Decide = Callable[[InstanceRow], Change]
+
+
+class Storage(Protocol):
+    async def open(self) -> None:
+        """Connect, create or migrate the schema."""
+        ...
+
+    async def close(self) -> None: ...
+
+    # -- instances ------------------------------------------------------------------------
+    async def create_instances(
+        self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
+        skip_existing: bool,
+    ) -> list[InstanceRow]:
+        """Insert queued instances (id, params). Returns the created rows. Without
+        ``skip_existing`` an existing or repeated id raises ``DuplicateInstanceError`` and
+        nothing is inserted."""
+        ...
+
+    async def get_instance(self, workflow: str, id: str) -> InstanceRow | None: ...
+
+    async def get_instance_by_iid(self, iid: int) -> InstanceRow | None: ...
+
+    async def list_instances(
+        self, *, workflow: str | None = None, id: str | None = None,
+        status: str | None = None, limit: int = 100,
+    ) -> list[InstanceRow]: ...
+
+    async def transition(self, iid: int, decide: Decide) -> InstanceRow:
+        """Read the row, apply ``decide(row)`` atomically; ``decide`` may raise to abort."""
+        ...
+
+    # -- scheduling -----------------------------------------------------------------------
+    async def claim(
+        self, worker: str, now: float, lease_now: float, lease_until: float,
+        limits: dict[str, int],
+    ) -> list[InstanceRow]:
+        """Take runnable instances (queued, waiting with ``wake_at <= now``, or leased by a
+        worker whose lease ended before ``lease_now``) of the given workflows, at most
+        ``limits[workflow]`` running at once per workflow, woken ones before new ones.
+        ``now`` is the engine clock's time; leases are wall-clock time."""
+        ...
+
+    async def renew(
+        self, worker: str, owners: dict[int, str], lease_until: float,
+    ) -> dict[int, str]:
+        """Extend the leases of every instance the worker runs; return the status of each
+        instance in ``owners`` (iid -> owner token), 'lost' where the token no longer holds."""
+        ...
+
+    async def release(self, worker: str, iids: Sequence[int] | None, now: float) -> None:
+        """Give instances back (all of the worker's when ``iids`` is None) to be claimed again."""
+        ...
+
+    async def next_wake(self, workflows: Sequence[str]) -> float | None: ...
+
+    # -- a run ----------------------------------------------------------------------------
+    async def load_journal(self, iid: int) -> list[StepRecord]: ...
+
+    async def save_step(
+        self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
+        consume: int | None = None,
+    ) -> str:
+        """Upsert a journal entry (and mark inbox event ``consume`` as taken by it); return the
+        instance's status. Raises LeaseLost."""
+        ...
+
+    async def append_history(self, iid: int, history: Sequence[HistoryItem]) -> None: ...
+
+    async def suspend(
+        self, iid: int, owner: str, now: float, wake_at: float | None,
+        wait_types: Sequence[str], history: Sequence[HistoryItem],
+    ) -> str:
+        """End a run that waits: 'waiting', 'paused' if a pause was requested, or 'queued' if a
+        matching event arrived meanwhile. Raises LeaseLost."""
+        ...
+
+    async def finish(
+        self, iid: int, owner: str, now: float, status: str, output: str | None,
+        error: tuple[str, str] | None, history: Sequence[HistoryItem],
+    ) -> None:
+        """End a run as complete or errored. Raises LeaseLost."""
+        ...
+
+    # -- events ---------------------------------------------------------------------------
+    async def deliver_event(
+        self, iid: int, type: str, payload: str | None, now: float,
+    ) -> InboxEvent:
+        """Buffer an event; wake the instance if it waits for this type."""
+        ...
+
+    async def next_inbox_event(self, iid: int, type: str) -> InboxEvent | None: ...
+
+    async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
+        ...

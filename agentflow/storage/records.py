@@ -1,0 +1,95 @@
+"""Rows exchanged between the engine and a storage backend. JSON values travel as text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow:
+    iid: int
+    workflow: str
+    id: str
+    status: str
+    params: str | None
+    created_at: float
+    updated_at: float
+    output: str | None = None
+    error_name: str | None = None
+    error_message: str | None = None
+    wake_at: float | None = None
+    wait_types: tuple[str, ...] = ()
+    paused_at: float | None = None
+    owner: str | None = None
+    lease_until: float | None = None
+    runs: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One journal entry: a step occurrence and its outcome so far.
+
+    ``state`` is completed or errored (final), or sleeping, waiting, retrying (pending, with
+    ``wake_at`` the sleep's end, the wait's deadline or the next attempt's time).
+    """
+
+    name: str
+    count: int
+    kind: str  # do | sleep | wait
+    state: str
+    started_at: float
+    result: str | None = None
+    error_name: str | None = None
+    error_message: str | None = None
+    error_module: str | None = None
+    attempts: int = 0
+    wake_at: float | None = None
+    event_type: str | None = None
+    finished_at: float | None = None
+    seq: int = 0  # journal order, assigned by the backend
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryItem:
+    """An entry to append to an instance's history feed."""
+
+    type: str
+    at: float
+    step: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRow:
+    seq: int
+    iid: int
+    workflow: str
+    id: str
+    type: str
+    at: float
+    step: str | None
+    data: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    seq: int
+    type: str
+    payload: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a transition does to an instance row: new column values and history to append.
+
+    ``reset_journal_from`` deletes journal entries with seq >= it (and releases the events
+    they consumed); 0 deletes the whole journal. ``shift_timers`` moves the wake times of
+    pending journal entries (sleeps, waits, retries) later by that many seconds.
+    """
+
+    fields: dict[str, Any]
+    history: tuple[HistoryItem, ...] = ()
+    reset_journal_from: int | None = None
+    shift_timers: float | None = None

@@ -1,0 +1,66 @@
+-- agentflow schema, version 1. Times are epoch seconds (REAL); JSON values are TEXT.
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+
+CREATE TABLE IF NOT EXISTS instances (
+    iid INTEGER PRIMARY KEY,
+    workflow TEXT NOT NULL,
+    id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    params TEXT,
+    output TEXT,
+    error_name TEXT,
+    error_message TEXT,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL,
+    ready_at REAL NOT NULL,          -- when it last became runnable: fairness order
+    woken INTEGER NOT NULL DEFAULT 0, -- has run before: woken instances go before new ones
+    wake_at REAL,                    -- waiting: when a timer is due
+    wait_types TEXT,                 -- waiting: JSON list of event types that wake it
+    paused_at REAL,                  -- paused: since when (resume shifts pending timers)
+    owner TEXT,                      -- '<worker>#<run>' while a worker runs it
+    lease_until REAL,
+    runs INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (workflow, id)
+);
+CREATE INDEX IF NOT EXISTS instances_by_id ON instances (id);
+CREATE INDEX IF NOT EXISTS instances_runnable ON instances (workflow, status, wake_at);
+CREATE INDEX IF NOT EXISTS instances_owner ON instances (owner) WHERE owner IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS steps (
+    seq INTEGER PRIMARY KEY,
+    iid INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    result TEXT,
+    error_name TEXT,
+    error_message TEXT,
+    error_module TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    wake_at REAL,
+    event_type TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    UNIQUE (iid, name, count)
+);
+
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY,
+    iid INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    payload TEXT,
+    at REAL NOT NULL,
+    consumed_by INTEGER              -- steps.seq of the wait that took it
+);
+CREATE INDEX IF NOT EXISTS inbox_pending ON inbox (iid, type, seq) WHERE consumed_by IS NULL;
+
+CREATE TABLE IF NOT EXISTS history (
+    seq INTEGER PRIMARY KEY,
+    iid INTEGER NOT NULL,
+    at REAL NOT NULL,
+    type TEXT NOT NULL,
+    step TEXT,
+    data TEXT
+);
+CREATE INDEX IF NOT EXISTS history_by_instance ON history (iid, seq);

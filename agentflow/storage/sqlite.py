@@ -1,0 +1,452 @@
+"""The embedded SQLite backend: one file, WAL, ``BEGIN IMMEDIATE`` writes, a schema version."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..errors import DuplicateInstanceError, StorageError
+from .protocol import Decide, LeaseLost
+from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
+from ._thread import ConnectionThread
+
+SCHEMA_VERSION = 1
+_ACTIVE = ("running", "waiting_for_pause")
+_INSTANCE_COLUMNS = (
+    "iid, workflow, id, status, params, created_at, updated_at, output, error_name, "
+    "error_message, wake_at, wait_types, paused_at, owner, lease_until, runs"
+)
+_STEP_COLUMNS = (
+    "name, count, kind, state, started_at, result, error_name, error_message, error_module, "
+    "attempts, wake_at, event_type, finished_at, seq"
+)
+
+
+def _instance(row: Sequence[Any]) -> InstanceRow:
+    values = list(row)
+    values[11] = tuple(json.loads(values[11])) if values[11] else ()
+    return InstanceRow(*values)
+
+
+def _history_rows(conn: sqlite3.Connection, iid: int, items: Sequence[HistoryItem]) -> None:
+    if items:
+        conn.executemany(
+            "INSERT INTO history (iid, at, type, step, data) VALUES (?, ?, ?, ?, ?)",
+            [
+                (iid, h.at, h.type, h.step, json.dumps(h.data) if h.data else None)
+                for h in items
+            ],
+        )
+
+
+def _owned_status(conn: sqlite3.Connection, iid: int, owner: str) -> str:
+    row = conn.execute("SELECT status, owner FROM instances WHERE iid = ?", (iid,)).fetchone()
+    if row is None:
+        raise LeaseLost("unknown")
+    status, current = row
+    if current != owner or status not in _ACTIVE:
+        raise LeaseLost(status)
+    return str(status)
+
+
+class SqliteStorage:
+    """Storage on one SQLite file. Several processes may open the same file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._db = ConnectionThread(self.path)
+
+    # -- lifecycle --------------------------------------------------------------------------
+    async def open(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        await self._db.start()
+        await self._db.write(self._migrate)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path} has schema version {version}, newer than this agentflow "
+                f"({SCHEMA_VERSION}); upgrade agentflow to open it"
+            )
+        if version < 1:
+            script = resources.files("agentflow.storage").joinpath("schema.sql").read_text()
+            script = re.sub(r"--[^\n]*", "", script)
+            for statement in script.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+
+    async def close(self) -> None:
+        await self._db.close()
+
+    # -- instances --------------------------------------------------------------------------
+    async def create_instances(
+        self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
+        skip_existing: bool,
+    ) -> list[InstanceRow]:
+        def run(conn: sqlite3.Connection) -> list[InstanceRow]:
+            created: list[InstanceRow] = []
+            seen: set[str] = set()
+            for id, params in items:
+                if id in seen:
+                    if skip_existing:
+                        continue
+                    raise DuplicateInstanceError(f"instance id {id!r} appears twice in the batch")
+                seen.add(id)
+                cur = conn.execute(
+                    "INSERT INTO instances (workflow, id, status, params, created_at, updated_at,"
+                    " ready_at) VALUES (?, ?, 'queued', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (workflow, id, params, now, now, now),
+                )
+                if cur.rowcount == 0:
+                    if skip_existing:
+                        continue
+                    raise DuplicateInstanceError(
+                        f"an instance with id {id!r} already exists in workflow {workflow!r}; "
+                        "choose another id, or use get(id) to reach the existing one"
+                    )
+                iid = int(cur.lastrowid or 0)
+                _history_rows(conn, iid, [HistoryItem("instance.queued", now)])
+                created.append(InstanceRow(iid, workflow, id, "queued", params, now, now))
+            return created
+
+        return await self._db.write(run)
+
+    async def get_instance(self, workflow: str, id: str) -> InstanceRow | None:
+        def run(conn: sqlite3.Connection) -> InstanceRow | None:
+            row = conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE workflow = ? AND id = ?",
+                (workflow, id),
+            ).fetchone()
+            return _instance(row) if row else None
+
+        return await self._db.read(run)
+
+    async def get_instance_by_iid(self, iid: int) -> InstanceRow | None:
+        def run(conn: sqlite3.Connection) -> InstanceRow | None:
+            row = conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE iid = ?", (iid,)
+            ).fetchone()
+            return _instance(row) if row else None
+
+        return await self._db.read(run)
+
+    async def list_instances(
+        self, *, workflow: str | None = None, id: str | None = None,
+        status: str | None = None, limit: int = 100,
+    ) -> list[InstanceRow]:
+        where, args = [], []
+        for column, value in (("workflow", workflow), ("id", id), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY iid DESC LIMIT ?"
+        args.append(limit)
+        return await self._db.read(
+            lambda conn: [_instance(r) for r in conn.execute(sql, args).fetchall()]
+        )
+
+    async def transition(self, iid: int, decide: Decide) -> InstanceRow:
+        def run(conn: sqlite3.Connection) -> InstanceRow:
+            row = conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE iid = ?", (iid,)
+            ).fetchone()
+            if row is None:
+                raise LeaseLost("unknown")
+            change = decide(_instance(row))
+            self._apply(conn, iid, change)
+            new = conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE iid = ?", (iid,)
+            ).fetchone()
+            return _instance(new)
+
+        return await self._db.write(run)
+
+    def _apply(self, conn: sqlite3.Connection, iid: int, change: Change) -> None:
+        if change.fields:
+            fields = dict(change.fields)
+            if "wait_types" in fields:
+                fields["wait_types"] = json.dumps(list(fields["wait_types"] or ()))
+            assignments = ", ".join(f"{column} = ?" for column in fields)
+            conn.execute(
+                f"UPDATE instances SET {assignments} WHERE iid = ?", (*fields.values(), iid)
+            )
+        if change.reset_journal_from is not None:
+            start = change.reset_journal_from
+            conn.execute(
+                "UPDATE inbox SET consumed_by = NULL WHERE iid = ? AND consumed_by >= ?",
+                (iid, start),
+            )
+            conn.execute("DELETE FROM steps WHERE iid = ? AND seq >= ?", (iid, start))
+        if change.shift_timers:
+            conn.execute(
+                "UPDATE steps SET wake_at = wake_at + ? WHERE iid = ? AND wake_at IS NOT NULL "
+                "AND state IN ('sleeping', 'waiting', 'retrying')",
+                (change.shift_timers, iid),
+            )
+        _history_rows(conn, iid, change.history)
+
+    # -- scheduling -------------------------------------------------------------------------
+    async def claim(
+        self, worker: str, now: float, lease_now: float, lease_until: float,
+        limits: dict[str, int],
+    ) -> list[InstanceRow]:
+        def run(conn: sqlite3.Connection) -> list[InstanceRow]:
+            claimed: list[InstanceRow] = []
+            for workflow, limit in limits.items():
+                claimed.extend(
+                    self._claim_workflow(conn, workflow, limit, worker, now, lease_now, lease_until)
+                )
+            return claimed
+
+        return await self._db.write(run)
+
+    def _claim_workflow(
+        self, conn: sqlite3.Connection, workflow: str, limit: int, worker: str, now: float,
+        lease_now: float, lease_until: float,
+    ) -> list[InstanceRow]:
+        # Instances of lost workers first: they count against the limit already.
+        lost = conn.execute(
+            "SELECT iid FROM instances WHERE workflow = ? AND status IN (?, ?) "
+            "AND lease_until < ? ORDER BY ready_at LIMIT ?",
+            (workflow, *_ACTIVE, lease_now, limit),
+        ).fetchall()
+        (active,) = conn.execute(
+            "SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?)",
+            (workflow, *_ACTIVE),
+        ).fetchone()
+        free = max(0, limit - active)
+        ready = conn.execute(
+            "SELECT iid FROM instances WHERE workflow = ? AND (status = 'queued' "
+            "OR (status = 'waiting' AND wake_at <= ?)) "
+            "ORDER BY woken DESC, ready_at, iid LIMIT ?",
+            (workflow, now, free),
+        ).fetchall() if free else []
+        iids = [r[0] for r in lost] + [r[0] for r in ready]
+        rows: list[InstanceRow] = []
+        for iid in iids:
+            row = conn.execute(
+                "UPDATE instances SET status = CASE WHEN status = 'waiting_for_pause' "
+                "THEN status ELSE 'running' END, owner = ? || '#' || (runs + 1), "
+                "lease_until = ?, woken = 1, "
+                "wake_at = NULL, wait_types = NULL, runs = runs + 1, updated_at = ? "
+                f"WHERE iid = ? RETURNING {_INSTANCE_COLUMNS}",
+                (worker, lease_until, now, iid),
+            ).fetchone()
+            instance = _instance(row)
+            _history_rows(conn, iid, [HistoryItem("instance.started", now, data={"run": instance.runs})])
+            rows.append(instance)
+        return rows
+
+    async def renew(
+        self, worker: str, owners: dict[int, str], lease_until: float,
+    ) -> dict[int, str]:
+        def run(conn: sqlite3.Connection) -> dict[int, str]:
+            conn.execute(
+                "UPDATE instances SET lease_until = ? WHERE substr(owner, 1, ?) = ? "
+                "AND status IN (?, ?)",
+                (lease_until, len(worker) + 1, worker + "#", *_ACTIVE),
+            )
+            out: dict[int, str] = {}
+            for iid, owner in owners.items():
+                row = conn.execute(
+                    "SELECT status, owner FROM instances WHERE iid = ?", (iid,)
+                ).fetchone()
+                out[iid] = "lost" if row is None or row[1] != owner else str(row[0])
+            return out
+
+        return await self._db.write(run)
+
+    async def release(self, worker: str, iids: Sequence[int] | None, now: float) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            scope = "substr(owner, 1, ?) = ?"
+            args: list[Any] = [len(worker) + 1, worker + "#"]
+            if iids is not None:
+                if not iids:
+                    return
+                scope += f" AND iid IN ({','.join('?' * len(iids))})"
+                args.extend(iids)
+            conn.execute(
+                "UPDATE instances SET status = CASE status WHEN 'waiting_for_pause' THEN "
+                "'paused' ELSE 'queued' END, paused_at = CASE status WHEN "
+                "'waiting_for_pause' THEN ? ELSE paused_at END, owner = NULL, "
+                f"lease_until = NULL, ready_at = ?, updated_at = ? WHERE {scope} "
+                "AND status IN ('running', 'waiting_for_pause')",
+                (now, now, now, *args),
+            )
+            conn.execute(f"UPDATE instances SET owner = NULL WHERE {scope}", args)
+
+        await self._db.write(run)
+
+    async def next_wake(self, workflows: Sequence[str]) -> float | None:
+        if not workflows:
+            return None
+        marks = ",".join("?" * len(workflows))
+
+        def run(conn: sqlite3.Connection) -> float | None:
+            (when,) = conn.execute(
+                f"SELECT min(wake_at) FROM instances WHERE status = 'waiting' "
+                f"AND workflow IN ({marks})",
+                list(workflows),
+            ).fetchone()
+            return None if when is None else float(when)
+
+        return await self._db.read(run)
+
+    # -- a run ------------------------------------------------------------------------------
+    async def load_journal(self, iid: int) -> list[StepRecord]:
+        def run(conn: sqlite3.Connection) -> list[StepRecord]:
+            rows = conn.execute(
+                f"SELECT {_STEP_COLUMNS} FROM steps WHERE iid = ? ORDER BY seq", (iid,)
+            ).fetchall()
+            return [StepRecord(*row) for row in rows]
+
+        return await self._db.read(run)
+
+    async def save_step(
+        self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
+        consume: int | None = None,
+    ) -> str:
+        def run(conn: sqlite3.Connection) -> str:
+            status = _owned_status(conn, iid, owner)
+            (seq,) = conn.execute(
+                "INSERT INTO steps (iid, name, count, kind, state, result, error_name, "
+                "error_message, error_module, attempts, wake_at, event_type, started_at, "
+                "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (iid, name, count) DO UPDATE SET state = excluded.state, "
+                "result = excluded.result, error_name = excluded.error_name, "
+                "error_message = excluded.error_message, error_module = excluded.error_module,"
+                " attempts = excluded.attempts, wake_at = excluded.wake_at, "
+                "event_type = excluded.event_type, finished_at = excluded.finished_at "
+                "RETURNING seq",
+                (
+                    iid, record.name, record.count, record.kind, record.state, record.result,
+                    record.error_name, record.error_message, record.error_module,
+                    record.attempts, record.wake_at, record.event_type, record.started_at,
+                    record.finished_at,
+                ),
+            ).fetchone()
+            if consume is not None:
+                cur = conn.execute(
+                    "UPDATE inbox SET consumed_by = ? WHERE seq = ? AND iid = ? "
+                    "AND consumed_by IS NULL",
+                    (seq, consume, iid),
+                )
+                if cur.rowcount != 1:
+                    raise LeaseLost("event already consumed")
+            _history_rows(conn, iid, history)
+            return status
+
+        return await self._db.write(run)
+
+    async def append_history(self, iid: int, history: Sequence[HistoryItem]) -> None:
+        await self._db.write(lambda conn: _history_rows(conn, iid, history))
+
+    async def suspend(
+        self, iid: int, owner: str, now: float, wake_at: float | None,
+        wait_types: Sequence[str], history: Sequence[HistoryItem],
+    ) -> str:
+        def run(conn: sqlite3.Connection) -> str:
+            status = _owned_status(conn, iid, owner)
+            types = sorted(set(wait_types))
+            pending = bool(types) and conn.execute(
+                f"SELECT 1 FROM inbox WHERE iid = ? AND consumed_by IS NULL AND type IN "
+                f"({','.join('?' * len(types))}) LIMIT 1",
+                (iid, *types),
+            ).fetchone() is not None
+            if status == "waiting_for_pause":
+                new = ("paused", None, None, now)
+            elif pending or wake_at is None and not types or (
+                wake_at is not None and wake_at <= now
+            ):
+                new = ("queued", None, None, None)
+            else:
+                new = ("waiting", wake_at, json.dumps(types), None)
+            conn.execute(
+                "UPDATE instances SET status = ?, wake_at = ?, wait_types = ?, paused_at = ?,"
+                " owner = NULL, lease_until = NULL, ready_at = ?, updated_at = ? WHERE iid = ?",
+                (*new, now, now, iid),
+            )
+            extra = [HistoryItem(f"instance.{new[0]}", now)] if new[0] != "queued" else []
+            _history_rows(conn, iid, [*history, *extra])
+            return new[0]
+
+        return await self._db.write(run)
+
+    async def finish(
+        self, iid: int, owner: str, now: float, status: str, output: str | None,
+        error: tuple[str, str] | None, history: Sequence[HistoryItem],
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            _owned_status(conn, iid, owner)
+            conn.execute(
+                "UPDATE instances SET status = ?, output = ?, error_name = ?, error_message = ?,"
+                " owner = NULL, lease_until = NULL, wake_at = NULL, wait_types = NULL, "
+                "updated_at = ? WHERE iid = ?",
+                (status, output, *(error or (None, None)), now, iid),
+            )
+            _history_rows(conn, iid, history)
+
+        await self._db.write(run)
+
+    # -- events -----------------------------------------------------------------------------
+    async def deliver_event(
+        self, iid: int, type: str, payload: str | None, now: float,
+    ) -> InboxEvent:
+        def run(conn: sqlite3.Connection) -> InboxEvent:
+            cur = conn.execute(
+                "INSERT INTO inbox (iid, type, payload, at) VALUES (?, ?, ?, ?)",
+                (iid, type, payload, now),
+            )
+            seq = int(cur.lastrowid or 0)
+            row = conn.execute(
+                "SELECT status, wait_types FROM instances WHERE iid = ?", (iid,)
+            ).fetchone()
+            if row and row[0] == "waiting" and type in json.loads(row[1] or "[]"):
+                conn.execute(
+                    "UPDATE instances SET status = 'queued', wake_at = NULL, wait_types = NULL,"
+                    " ready_at = ?, updated_at = ? WHERE iid = ?",
+                    (now, now, iid),
+                )
+            _history_rows(conn, iid, [HistoryItem("event.received", now, data={"type": type})])
+            return InboxEvent(seq, type, payload, now)
+
+        return await self._db.write(run)
+
+    async def next_inbox_event(self, iid: int, type: str) -> InboxEvent | None:
+        def run(conn: sqlite3.Connection) -> InboxEvent | None:
+            row = conn.execute(
+                "SELECT seq, type, payload, at FROM inbox WHERE iid = ? AND type = ? "
+                "AND consumed_by IS NULL ORDER BY seq LIMIT 1",
+                (iid, type),
+            ).fetchone()
+            return InboxEvent(*row) if row else None
+
+        return await self._db.read(run)
+
+    async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
+        def run(conn: sqlite3.Connection) -> list[HistoryRow]:
+            rows = conn.execute(
+                "SELECT h.seq, h.iid, i.workflow, i.id, h.type, h.at, h.step, h.data "
+                "FROM history h JOIN instances i ON i.iid = h.iid "
+                "WHERE h.iid = ? AND h.seq > ? ORDER BY h.seq LIMIT ?",
+                (iid, after, limit),
+            ).fetchall()
+            return [HistoryRow(*row) for row in rows]
+
+        return await self._db.read(run)

@@ -1,0 +1,151 @@
+"""The embedded worker: claims runnable instances, runs them, keeps their leases, and wakes
+for timers (through the engine's clock), local pokes, and a poll for other processes' writes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .run_state import RunState
+from .runner import RunContext, execute, load_run
+from .storage import InstanceRow
+from .workflow import Runner
+
+log = logging.getLogger("agentflow.worker")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    poll_interval: float = 0.5
+    lease_seconds: float = 30.0
+
+
+@dataclass(eq=False)
+class _ActiveRun:
+    row: InstanceRow
+    task: asyncio.Task[None] | None = None
+    state: RunState | None = None
+    stopping: bool = False
+
+
+@dataclass(eq=False)
+class Worker:
+    ctx: RunContext
+    config: WorkerConfig
+    limits: Callable[[], dict[str, int]]
+    code_for: Callable[[str], Runner]
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    _runs: dict[int, _ActiveRun] = field(default_factory=dict)
+    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closing: bool = False
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._schedule_loop(), name=f"agentflow-worker-{self.id[:8]}"),
+            asyncio.create_task(self._lease_loop(), name=f"agentflow-leases-{self.id[:8]}"),
+        ]
+
+    def poke(self) -> None:
+        """Something may have become runnable: claim now rather than at the next poll."""
+        self._wakeup.set()
+
+    # -- signals to running instances -----------------------------------------------------
+    def stop_run(self, iid: int) -> None:
+        """The instance was terminated or restarted: abandon its run now."""
+        active = self._runs.get(iid)
+        if active is None:
+            return
+        active.stopping = True
+        if active.state is not None:
+            active.state.stopped = True
+        if active.task is not None:
+            active.task.cancel()
+
+    def set_pause(self, iid: int, requested: bool) -> None:
+        active = self._runs.get(iid)
+        if active is not None and active.state is not None:
+            active.state.pause_requested = requested
+
+    # -- scheduling -----------------------------------------------------------------------
+    async def _schedule_loop(self) -> None:
+        clock = self.ctx.clock
+        while not self._closing:
+            self._wakeup.clear()
+            try:
+                await self._claim()
+                next_wake = await self.ctx.storage.next_wake(list(self.limits()))
+            except Exception:  # keep the worker alive through transient storage errors
+                log.exception("agentflow worker: claim failed; retrying")
+                next_wake = None
+            timer = clock.call_at(next_wake, self.poke) if next_wake is not None else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.config.poll_interval)
+            if timer is not None:
+                timer.cancel()
+
+    async def _claim(self) -> None:
+        limits = self.limits()
+        if not limits:
+            return
+        lease_now = time.time()
+        rows = await self.ctx.storage.claim(
+            self.id, self.ctx.clock.now(), lease_now, lease_now + self.config.lease_seconds, limits
+        )
+        for row in rows:
+            active = _ActiveRun(row)
+            self._runs[row.iid] = active
+            active.task = asyncio.create_task(self._run(active), name=f"agentflow-run-{row.id}")
+        if rows:
+            self.ctx.notify()
+
+    async def _run(self, active: _ActiveRun) -> None:
+        try:
+            active.state = await load_run(self.ctx, active.row)
+            if active.stopping:
+                return
+            await execute(self.ctx, active.row, active.state, self.code_for(active.row.workflow))
+        except asyncio.CancelledError:
+            if not active.stopping and not self._closing:
+                raise
+        except Exception:
+            log.exception("agentflow worker: run of %s failed", active.row.id)
+        finally:
+            self._runs.pop(active.row.iid, None)
+            self.poke()
+
+    # -- leases ---------------------------------------------------------------------------
+    async def _lease_loop(self) -> None:
+        interval = self.config.lease_seconds / 3
+        while not self._closing:
+            await asyncio.sleep(interval)
+            owners = {iid: a.row.owner for iid, a in self._runs.items() if a.row.owner}
+            try:
+                statuses = await self.ctx.storage.renew(
+                    self.id, owners, time.time() + self.config.lease_seconds
+                )
+            except Exception:
+                log.exception("agentflow worker: lease renewal failed")
+                continue
+            for iid, status in statuses.items():
+                if status not in ("running", "waiting_for_pause"):
+                    self.stop_run(iid)
+                else:
+                    self.set_pause(iid, status == "waiting_for_pause")
+
+    # -- shutdown -------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Stop claiming, abandon running instances at their last checkpoint, release them."""
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        runs = [a.task for a in self._runs.values() if a.task is not None]
+        for task in runs:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *runs, return_exceptions=True)
+        await self.ctx.storage.release(self.id, None, self.ctx.clock.now())
