@@ -4,28 +4,41 @@ every replay without running its body again."""
 from __future__ import annotations
 
 import functools
+import json
 import sys
 
 from .errors import StepError
 
 
 def describe(exc: BaseException) -> tuple[str, str, str]:
-    """(name, message, 'module:qualname') of an exception."""
+    """(name, message, detail) of an exception; detail is JSON with its class path and, when
+    they are JSON values, its constructor arguments."""
     cls = type(exc)
-    return cls.__name__, str(exc), f"{cls.__module__}:{cls.__qualname__}"
+    detail: dict[str, object] = {"class": f"{cls.__module__}:{cls.__qualname__}"}
+    try:
+        detail["args"] = json.loads(json.dumps(list(exc.args)))
+    except (TypeError, ValueError):
+        pass
+    return cls.__name__, str(exc), json.dumps(detail)
 
 
-def rebuild(name: str, message: str, where: str | None) -> Exception:
-    """An exception of the original class when it is loaded and takes a message; otherwise a
-    :class:`StepError` subclass carrying the original class name."""
-    cls = _loaded_class(where)
+def rebuild(name: str, message: str, detail: str | None) -> Exception:
+    """An exception of the original class when it is loaded and can be rebuilt with the same
+    message; otherwise a :class:`StepError` subclass carrying the original class name."""
+    try:
+        info = json.loads(detail) if detail else {}
+    except ValueError:
+        info = {}
+    cls = _loaded_class(info.get("class"))
     if cls is not None:
-        try:
-            exc = cls(message)
-        except Exception:  # constructors that need other arguments
-            exc = None
-        if isinstance(exc, Exception) and str(exc) == message:
-            return exc
+        attempts = [info["args"]] if isinstance(info.get("args"), list) else []
+        for args in [*attempts, [message]]:
+            try:
+                exc = cls(*args)
+            except Exception:  # constructors that need other arguments
+                continue
+            if str(exc) == message:
+                return exc
     return _stand_in(name)(message, error_name=name)
 
 

@@ -116,7 +116,7 @@ class Step:
             run.history("step.errored", name, count=count, attempts=attempt, error=info)
             await run.save(StepRecord(
                 name, count, "do", "errored", started_at, error_name=err_name,
-                error_message=message, error_module=where, attempts=attempt,
+                error_message=message, error_detail=where, attempts=attempt,
                 finished_at=run.clock.now(),
             ))
             raise error
@@ -128,7 +128,7 @@ class Step:
         wake_at = run.clock.now() + delay
         await run.save(StepRecord(
             name, count, "do", "retrying", started_at, error_name=err_name,
-            error_message=message, error_module=where, attempts=attempt, wake_at=wake_at,
+            error_message=message, error_detail=where, attempts=attempt, wake_at=wake_at,
         ))
         raise run.suspend_until(wake_at)
 
@@ -209,7 +209,7 @@ class Step:
             run.history("wait.timed_out", name, count=count, type=event_type)
             await run.save(StepRecord(
                 name, count, "wait", "errored", started_at, error_name=err_name,
-                error_message=message, error_module=where, event_type=event_type,
+                error_message=message, error_detail=where, event_type=event_type,
                 wake_at=deadline_at, finished_at=now,
             ))
             raise error
@@ -287,7 +287,7 @@ async def _call(fn: Callable[..., Any], context: StepContext, run: RunState, tim
 
 
 def _journaled_error(record: StepRecord) -> Exception:
-    return rebuild(record.error_name or "StepError", record.error_message or "", record.error_module)
+    return rebuild(record.error_name or "StepError", record.error_message or "", record.error_detail)
 
 
 def _step_event(result: dict[str, Any]) -> StepEvent:

@@ -42,7 +42,7 @@ class StepRecord:
     result: str | None = None
     error_name: str | None = None
     error_message: str | None = None
-    error_module: str | None = None
+    error_detail: str | None = None
     attempts: int = 0
     wake_at: float | None = None
     event_type: str | None = None

@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS steps (
     result TEXT,
     error_name TEXT,
     error_message TEXT,
-    error_module TEXT,
+    error_detail TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     wake_at REAL,
     event_type TEXT,

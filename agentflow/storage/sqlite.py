@@ -22,7 +22,7 @@ _INSTANCE_COLUMNS = (
     "error_message, wake_at, wait_types, paused_at, owner, lease_until, runs"
 )
 _STEP_COLUMNS = (
-    "name, count, kind, state, started_at, result, error_name, error_message, error_module, "
+    "name, count, kind, state, started_at, result, error_name, error_message, error_detail, "
     "attempts, wake_at, event_type, finished_at, seq"
 )
 
@@ -326,17 +326,17 @@ class SqliteStorage:
             status = _owned_status(conn, iid, owner)
             (seq,) = conn.execute(
                 "INSERT INTO steps (iid, name, count, kind, state, result, error_name, "
-                "error_message, error_module, attempts, wake_at, event_type, started_at, "
+                "error_message, error_detail, attempts, wake_at, event_type, started_at, "
                 "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (iid, name, count) DO UPDATE SET state = excluded.state, "
                 "result = excluded.result, error_name = excluded.error_name, "
-                "error_message = excluded.error_message, error_module = excluded.error_module,"
+                "error_message = excluded.error_message, error_detail = excluded.error_detail,"
                 " attempts = excluded.attempts, wake_at = excluded.wake_at, "
                 "event_type = excluded.event_type, finished_at = excluded.finished_at "
                 "RETURNING seq",
                 (
                     iid, record.name, record.count, record.kind, record.state, record.result,
-                    record.error_name, record.error_message, record.error_module,
+                    record.error_name, record.error_message, record.error_detail,
                     record.attempts, record.wake_at, record.event_type, record.started_at,
                     record.finished_at,
                 ),

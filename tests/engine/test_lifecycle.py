@@ -1,0 +1,306 @@
+"""Status, pause, resume, terminate, restart, concurrency slots and the events feed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agentflow as af
+from tests.conftest import counter, drive, rows, wait_for
+
+
+def test_the_nine_status_strings() -> None:
+    assert sorted(s.value for s in af.InstanceStatus) == sorted([
+        "queued", "running", "paused", "errored", "terminated", "complete", "waiting",
+        "waiting_for_pause", "unknown",
+    ])
+    assert af.InstanceStatus.COMPLETE == "complete"
+
+
+async def test_pause_a_running_instance_waits_for_the_current_step(engine: af.Engine) -> None:
+    release = asyncio.Event()
+    calls, hit = counter()
+
+    async def slow() -> str:
+        await release.wait()
+        return "slow done"
+
+    async def run(event: af.Event, step: af.Step) -> list[str]:
+        first = await step.do("slow", slow)
+        second = await step.do("next", lambda: hit("next") or "next done")
+        return [first, second]
+
+    instance = await engine.register("wf", run).create()
+    await wait_for(instance, "running")
+    await asyncio.sleep(0.02)
+    await instance.pause()
+    assert (await instance.status()).status == "waiting_for_pause"
+    release.set()
+    await wait_for(instance, "paused")
+    assert calls == {}  # paused at the step boundary: 'next' did not start
+    await instance.resume()
+    details = await wait_for(instance, "complete")
+    assert details.output == ["slow done", "next done"]
+    assert calls == {"next": 1}
+
+
+async def test_pause_while_sleeping_is_immediate_and_resume_keeps_the_remaining_time(
+    engine: af.Engine, clock: af.FakeClock
+) -> None:
+    async def run(event: af.Event, step: af.Step) -> float:
+        await step.sleep("nap", "10 hours")
+        return await step.do("woke at", lambda: clock.now())
+
+    start = clock.now()
+    instance = await engine.register("wf", run).create()
+    await wait_for(instance, "waiting")
+    await clock.advance(4 * 3600)
+    await instance.pause()
+    assert (await instance.status()).status == "paused"
+    await clock.advance(100 * 3600)  # paused time does not count
+    await asyncio.sleep(0.05)
+    assert (await instance.status()).status == "paused"
+    await instance.resume()
+    details = await drive(engine, clock, instance)
+    assert details.output == pytest.approx(start + 110 * 3600)
+
+
+async def test_pause_and_resume_while_waiting_for_an_event(engine: af.Engine) -> None:
+    async def run(event: af.Event, step: af.Step) -> Any:
+        return (await step.wait_for_event("w", type="go")).payload
+
+    instance = await engine.register("wf", run).create()
+    await wait_for(instance, "waiting")
+    await instance.pause()
+    await instance.send_event("go", "buffered while paused")
+    await asyncio.sleep(0.05)
+    assert (await instance.status()).status == "paused"
+    await instance.resume()
+    assert (await wait_for(instance, "complete")).output == "buffered while paused"
+
+
+async def test_pause_a_queued_instance(engine: af.Engine) -> None:
+    gate = asyncio.Event()
+
+    async def run(event: af.Event, step: af.Step) -> str:
+        await step.do("hold", gate.wait)
+        return "ok"
+
+    binding = engine.register("wf", run, concurrency=1)
+    first = await binding.create()
+    second = await binding.create()
+    await wait_for(first, "running")
+    assert (await second.status()).status == "queued"
+    await second.pause()
+    gate.set()
+    await wait_for(first, "complete")
+    await asyncio.sleep(0.05)
+    assert (await second.status()).status == "paused"
+    await second.resume()
+    assert (await wait_for(second, "complete")).output == "ok"
+
+
+async def test_terminate_stops_a_running_instance_and_finished_ones_refuse(
+    engine: af.Engine,
+) -> None:
+    cancelled = asyncio.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def run(event: af.Event, step: af.Step) -> None:
+        await step.do("forever", forever)
+
+    instance = await engine.register("wf", run).create()
+    await wait_for(instance, "running")
+    await asyncio.sleep(0.02)
+    await instance.terminate()
+    assert (await instance.status()).status == "terminated"
+    await asyncio.wait_for(cancelled.wait(), 2)
+    with pytest.raises(af.InvalidStateError, match="terminated"):
+        await instance.terminate()
+    with pytest.raises(af.InvalidStateError):
+        await instance.pause()
+
+
+async def test_terminate_a_waiting_instance(engine: af.Engine, db_path: Path) -> None:
+    async def run(event: af.Event, step: af.Step) -> None:
+        await step.wait_for_event("w", type="go")
+
+    instance = await engine.register("wf", run).create()
+    await wait_for(instance, "waiting")
+    await instance.terminate()
+    details = await instance.status()
+    assert details.status == "terminated" and details.output is None
+    with pytest.raises(af.InvalidStateError):
+        await instance.send_event("go")
+    assert rows(db_path, "SELECT count(*) FROM inbox")[0][0] == 0
+
+
+async def test_restart_from_scratch_runs_every_step_again(
+    engine: af.Engine, clock: af.FakeClock
+) -> None:
+    calls, hit = counter()
+
+    async def run(event: af.Event, step: af.Step) -> int:
+        await step.do("a", lambda: hit("a"))
+        ev = await step.wait_for_event("w", type="go")
+        await step.do("b", lambda: hit("b"))
+        return int(ev.payload)
+
+    instance = await engine.register("wf", run).create()
+    await wait_for(instance, "waiting")
+    await instance.send_event("go", 1)
+    await wait_for(instance, "complete")
+    await instance.restart()
+    await wait_for(instance, "waiting", "complete")
+    details = await wait_for(instance, "complete")
+    # The event consumed by the discarded wait is delivered again.
+    assert details.output == 1
+    assert calls == {"a": 2, "b": 2}
+
+
+async def test_restart_from_a_step_keeps_the_steps_before_it(engine: af.Engine) -> None:
+    calls, hit = counter()
+
+    async def run(event: af.Event, step: af.Step) -> str:
+        await step.do("one", lambda: hit("one"))
+        await step.do("two", lambda: hit("two"))
+        n = await step.do("three", lambda: hit("three") or calls["three"])
+        if n == 1:
+            raise RuntimeError("first try fails")
+        return f"three ran {n} times"
+
+    instance = await engine.register("wf", run).create()
+    assert (await wait_for(instance, "errored")).error == af.ErrorInfo(
+        "RuntimeError", "first try fails"
+    )
+    await instance.restart(from_step="two")
+    details = await wait_for(instance, "complete")
+    assert details.output == "three ran 2 times"
+    assert calls == {"one": 1, "two": 2, "three": 2}
+    assert details.error is None
+
+
+async def test_concurrency_limit_queues_and_never_exceeds(engine: af.Engine) -> None:
+    running = 0
+    peak = 0
+
+    async def work() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+
+    async def run(event: af.Event, step: af.Step) -> int:
+        await step.do("work", work)
+        return int(event.payload)
+
+    binding = engine.register("wf", run, concurrency=3)
+    instances = await binding.create_batch([{"params": n} for n in range(12)])
+    outputs = [(await wait_for(i, "complete")).output for i in instances]
+    assert outputs == list(range(12))
+    assert peak == 3
+
+
+async def test_sleeping_instances_hold_no_slot(engine: af.Engine, clock: af.FakeClock) -> None:
+    async def run(event: af.Event, step: af.Step) -> str:
+        if event.payload == "sleeper":
+            await step.sleep("nap", "1 day")
+        return str(event.payload)
+
+    binding = engine.register("wf", run, concurrency=1)
+    sleeper = await binding.create(params="sleeper")
+    await wait_for(sleeper, "waiting")
+    others = [await binding.create(params=f"o{n}") for n in range(3)]
+    for other in others:
+        await wait_for(other, "complete")
+    await clock.advance(86400)
+    assert (await wait_for(sleeper, "complete")).output == "sleeper"
+
+
+async def test_woken_instances_go_before_new_ones(engine: af.Engine, clock: af.FakeClock) -> None:
+    order: list[str] = []
+    gate = asyncio.Event()
+
+    async def run(event: af.Event, step: af.Step) -> None:
+        name = str(event.payload)
+        if name == "blocker":
+            await step.do("hold", gate.wait)
+            return
+        if name.startswith("sleeper"):
+            await step.sleep("nap", 60)
+        await step.do("record", lambda: order.append(name))
+
+    binding = engine.register("wf", run, concurrency=1)
+    sleeper = await binding.create(params="sleeper")
+    await wait_for(sleeper, "waiting")
+    blocker = await binding.create(params="blocker")
+    await wait_for(blocker, "running")
+    newcomers = [await binding.create(params=f"new {n}") for n in range(3)]
+    await clock.advance(60)  # the sleeper is due while the slot is taken
+    await asyncio.sleep(0.05)
+    gate.set()
+    for instance in [sleeper, *newcomers]:
+        await wait_for(instance, "complete")
+    assert order == ["sleeper", "new 0", "new 1", "new 2"]
+
+
+async def test_events_feed_has_history_then_live_events_until_finished(
+    engine: af.Engine,
+) -> None:
+    async def run(event: af.Event, step: af.Step) -> str:
+        await step.do("flaky", _fails_once, retries=af.Retries(limit=1, delay=0))
+        ev = await step.wait_for_event("approval", type="approve")
+        return str(ev.payload)
+
+    instance = await engine.register("wf", run).create(id="feed")
+    await wait_for(instance, "waiting")
+    seen: list[af.InstanceEvent] = []
+
+    async def follow() -> None:
+        async for event in instance.events():
+            seen.append(event)
+
+    follower = asyncio.create_task(follow())
+    await asyncio.sleep(0.05)
+    await instance.send_event("approve", "yes")
+    await asyncio.wait_for(follower, 5)  # ends by itself once the instance completes
+    types = [e.type for e in seen]
+    assert types == [
+        "instance.queued", "instance.started", "step.started", "attempt.started",
+        "attempt.failed", "attempt.started", "step.completed", "wait.started",
+        "instance.waiting", "event.received", "instance.started", "wait.completed",
+        "instance.completed",
+    ]
+    failed = seen[types.index("attempt.failed")]
+    assert failed.step == "flaky" and failed.data["retry_in"] == 0
+    assert failed.data["error"] == {"name": "ValueError", "message": "first attempt fails"}
+    assert [e.seq for e in seen] == sorted(e.seq for e in seen)
+    assert {e.instance_id for e in seen} == {"feed"}
+
+
+def _fails_once(ctx: af.StepContext) -> str:
+    if ctx.attempt == 1:
+        raise ValueError("first attempt fails")
+    return "ok"
+
+
+async def test_binding_get_and_engine_get(engine: af.Engine) -> None:
+    async def run(event: af.Event, step: af.Step) -> None:
+        return None
+
+    binding = engine.register("wf", run)
+    created = await binding.create(id="known")
+    assert (await binding.get("known")).id == created.id
+    assert (await engine.get("known")).workflow_name == "wf"
+    listed = await engine.list_instances(workflow="wf")
+    assert [d.id for d in listed] == ["known"]
