@@ -3,6 +3,7 @@ every replay without running its body again."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sys
@@ -15,10 +16,8 @@ def describe(exc: BaseException) -> tuple[str, str, str]:
     they are JSON values, its constructor arguments."""
     cls = type(exc)
     detail: dict[str, object] = {"class": f"{cls.__module__}:{cls.__qualname__}"}
-    try:
+    with contextlib.suppress(TypeError, ValueError):
         detail["args"] = json.loads(json.dumps(list(exc.args)))
-    except (TypeError, ValueError):
-        pass
     return cls.__name__, str(exc), json.dumps(detail)
 
 

@@ -71,8 +71,8 @@ async def _run(args: argparse.Namespace) -> int:
             return 0
         instance = await engine.get(args.id, workflow=args.workflow)
         if args.command == "status":
-            d = _details_dict(await instance.status())
-            print(json.dumps(d, indent=None if args.json else 2))
+            shown = _details_dict(await instance.status())
+            print(json.dumps(shown, indent=None if args.json else 2))
             return 0
         async for event in instance.events(follow=args.follow):
             print(_event_line(event, args.json), flush=True)

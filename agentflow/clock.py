@@ -105,7 +105,11 @@ async def sleep_until(clock: Clock, when: float) -> None:
     if when <= clock.now():
         return
     future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    timer = clock.call_at(when, lambda: future.done() or future.set_result(None))
+    def wake() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    timer = clock.call_at(when, wake)
     try:
         await future
     finally:

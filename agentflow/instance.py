@@ -70,7 +70,8 @@ class Instance:
     async def pause(self) -> None:
         """Pause: at once when sleeping, waiting or queued; after the current step when running."""
         row = await self._transition(transitions.pause)
-        self._engine._worker_signal("pause" if row.status == "waiting_for_pause" else None, self._iid)
+        signal = "pause" if row.status == "waiting_for_pause" else None
+        self._engine._worker_signal(signal, self._iid)
 
     async def resume(self) -> None:
         """Resume a paused instance; what was left of its sleeps and waits is kept."""
@@ -127,7 +128,8 @@ class Instance:
                 continue
             if not follow:
                 return
-            if rows and rows[-1].type in _TERMINAL_EVENTS and (await self._row()).status in FINISHED:
+            last = rows[-1].type if rows else None
+            if last in _TERMINAL_EVENTS and (await self._row()).status in FINISHED:
                 return
             if not rows and (await self._row()).status in FINISHED and after:
                 return

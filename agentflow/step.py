@@ -249,11 +249,11 @@ def _retry_delay(retries: Retries, context: StepContext, error: Exception, attem
     delay = retries.delay
     if callable(delay):
         return validate.duration(delay(context, error), what="retries.delay result")
-    base = validate.duration(delay)
+    base: float = validate.duration(delay)
     if retries.backoff == "linear":
         return base * attempt
     if retries.backoff == "exponential":
-        return base * 2 ** (attempt - 1)
+        return base * float(2 ** (attempt - 1))
     return base
 
 
@@ -287,7 +287,8 @@ async def _call(fn: Callable[..., Any], context: StepContext, run: RunState, tim
 
 
 def _journaled_error(record: StepRecord) -> Exception:
-    return rebuild(record.error_name or "StepError", record.error_message or "", record.error_detail)
+    name = record.error_name or "StepError"
+    return rebuild(name, record.error_message or "", record.error_detail)
 
 
 def _step_event(result: dict[str, Any]) -> StepEvent:

@@ -39,7 +39,9 @@ def pause(row: InstanceRow, now: float) -> Change:
 def resume(row: InstanceRow, now: float) -> Change:
     _refuse_finished(row, "resume")
     if row.status == "waiting_for_pause":
-        return Change({"status": "running", "updated_at": now}, (HistoryItem("instance.resumed", now),))
+        return Change(
+            {"status": "running", "updated_at": now}, (HistoryItem("instance.resumed", now),)
+        )
     if row.status != "paused":
         return Change({})
     paused_for = max(0.0, now - row.paused_at) if row.paused_at is not None else 0.0

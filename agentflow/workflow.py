@@ -18,7 +18,9 @@ class Workflow:
     keep durable state in steps, not in attributes."""
 
     async def run(self, event: Event, step: Step) -> Any:
-        raise NotImplementedError(f"{type(self).__name__} must implement async def run(event, step)")
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement async def run(event, step)"
+        )
 
 
 def as_runner(code: object) -> Runner:
@@ -41,7 +43,7 @@ def as_runner(code: object) -> Runner:
         bound: Runner = code.run  # type: ignore[attr-defined]
         return bound
     if inspect.iscoroutinefunction(code):
-        return code  # type: ignore[return-value]
+        return code
     raise InvalidArgumentError(
         f"workflow code must be an af.Workflow subclass or 'async def run(event, step)', "
         f"got {type(code).__name__}"

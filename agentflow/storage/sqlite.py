@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DuplicateInstanceError, StorageError
+from ._thread import ConnectionThread
 from .protocol import Decide, LeaseLost
 from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
-from ._thread import ConnectionThread
 
 SCHEMA_VERSION = 1
 _ACTIVE = ("running", "waiting_for_pause")
@@ -147,7 +147,8 @@ class SqliteStorage:
         self, *, workflow: str | None = None, id: str | None = None,
         status: str | None = None, limit: int = 100,
     ) -> list[InstanceRow]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         for column, value in (("workflow", workflow), ("id", id), ("status", status)):
             if value is not None:
                 where.append(f"{column} = ?")
@@ -249,7 +250,8 @@ class SqliteStorage:
                 (worker, lease_until, now, iid),
             ).fetchone()
             instance = _instance(row)
-            _history_rows(conn, iid, [HistoryItem("instance.started", now, data={"run": instance.runs})])
+            started = HistoryItem("instance.started", now, data={"run": instance.runs})
+            _history_rows(conn, iid, [started])
             rows.append(instance)
         return rows
 
@@ -369,9 +371,10 @@ class SqliteStorage:
                 f"({','.join('?' * len(types))}) LIMIT 1",
                 (iid, *types),
             ).fetchone() is not None
+            new: tuple[str, float | None, str | None, float | None]
             if status == "waiting_for_pause":
                 new = ("paused", None, None, now)
-            elif pending or wake_at is None and not types or (
+            elif pending or (wake_at is None and not types) or (
                 wake_at is not None and wake_at <= now
             ):
                 new = ("queued", None, None, None)

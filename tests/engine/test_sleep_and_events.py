@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ async def test_sleep_until_accepts_aware_datetimes_and_epoch_seconds(
     engine: af.Engine, clock: af.FakeClock
 ) -> None:
     start = clock.now()
-    target = datetime.fromtimestamp(start, tz=timezone.utc) + timedelta(hours=5)
+    target = datetime.fromtimestamp(start, tz=UTC) + timedelta(hours=5)
 
     async def run(event: af.Event, step: af.Step) -> float:
         await step.sleep_until("until datetime", target)
@@ -109,7 +109,7 @@ async def test_a_completed_wait_returns_the_same_event_on_replay(
     await drive(engine, clock, instance)
     assert len(seen) == 2 and seen[0] == seen[1]
     assert seen[0].payload == {"v": 1} and seen[0].type == "ping"
-    assert seen[0].timestamp == datetime.fromtimestamp(clock.now() - 10, tz=timezone.utc)
+    assert seen[0].timestamp == datetime.fromtimestamp(clock.now() - 10, tz=UTC)
 
 
 async def test_a_wait_timeout_is_catchable_and_the_next_wait_gets_the_next_event(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pydantic
@@ -105,7 +106,7 @@ async def test_retry_backoff_waits_in_clock_time(
     instance = await engine.register("wf", run).create()
     details = await drive(engine, clock, instance)
     assert details.output == "ok"
-    gaps = [round(b - a) for a, b in zip(attempts, attempts[1:], strict=False)]
+    gaps = [round(b - a) for a, b in itertools.pairwise(attempts)]
     assert gaps == expected
 
 
@@ -128,7 +129,7 @@ async def test_retry_delay_may_be_a_function_of_context_and_error(
 
     instance = await engine.register("wf", run).create()
     assert (await drive(engine, clock, instance)).output == 3
-    assert [round(b - a) for a, b in zip(attempts, attempts[1:], strict=False)] == [100, 200]
+    assert [round(b - a) for a, b in itertools.pairwise(attempts)] == [100, 200]
 
 
 async def test_exhausted_retries_journal_the_error_and_replay_raises_it_without_running(
