@@ -4,6 +4,7 @@ the process that runs the instance and from any other process on the same databa
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -138,7 +139,6 @@ class Instance:
     async def wait(self, *, timeout: float | None = None) -> InstanceDetails:
         """Wait until the instance is complete, errored or terminated; return its status.
         Raises ``TimeoutError`` after ``timeout`` seconds of real time."""
-        import asyncio
 
         async def until_finished() -> InstanceDetails:
             while True:

@@ -116,7 +116,8 @@ class Worker:
         except Exception:
             log.exception("agentflow worker: run of %s failed", active.row.id)
         finally:
-            self._runs.pop(active.row.iid, None)
+            if self._runs.get(active.row.iid) is active:  # a restart may have claimed it anew
+                del self._runs[active.row.iid]
             self.poke()
 
     # -- leases ---------------------------------------------------------------------------
