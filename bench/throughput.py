@@ -76,7 +76,8 @@ async def main() -> None:
     print(json.dumps({
         "bench": "throughput", "mode": args.mode, "workflows": args.workflows,
         "steps": args.steps, "seconds": round(seconds, 3),
-        "steps_per_second": round(total / seconds), "baseline_steps_per_second": round(total / base),
+        "steps_per_second": round(total / seconds),
+        "baseline_steps_per_second": round(total / base),
         "overhead_per_step_us": round((seconds - base) / total * 1e6, 1),
         "ratio_to_baseline": round(seconds / base, 1), "python": platform.python_version(),
         "cpus": os.cpu_count(),
