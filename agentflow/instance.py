@@ -59,6 +59,7 @@ class Instance:
         return f"<Instance {self.workflow_name}/{self.id}>"
 
     async def _row(self) -> InstanceRow:
+        self._engine._check_open()
         row = await self._engine._storage.get_instance_by_iid(self._iid)
         if row is None:
             raise InstanceNotFoundError(f"instance {self.id!r} no longer exists")
@@ -86,6 +87,7 @@ class Instance:
 
     async def restart(self, from_step: str | None = None) -> None:
         """Run again from the start, or keep every step journaled before ``from_step``."""
+        self._engine._check_open()
         from_seq = 0
         if from_step is not None:
             validate.step_name(from_step)
@@ -151,6 +153,7 @@ class Instance:
 
     async def _transition(self, decide: Any) -> InstanceRow:
         engine = self._engine
+        engine._check_open()
         now = engine.clock.now()
         try:
             row = await engine._storage.transition(self._iid, lambda row: decide(row, now))
@@ -199,6 +202,7 @@ class WorkflowBinding:
 
     async def get(self, id: str) -> Instance:
         """The instance with this id; ``InstanceNotFoundError`` if there is none."""
+        self._engine._check_open()
         validate.instance_id(id)
         row = await self._engine._storage.get_instance(self.name, id)
         if row is None:

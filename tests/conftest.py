@@ -71,9 +71,26 @@ async def drive(
         when = await next_wake(engine)
         if when is None:
             return details
+        runs = await _runs(engine, instance)
         await clock.set(when)
-        await wait_for(instance, "running", "complete", "errored", "queued", timeout=timeout)
+        await _until_woken(engine, instance, runs, timeout)
     raise AssertionError(f"{instance!r} still waiting after {max_wakes} wakes")
+
+
+async def _runs(engine: af.Engine, instance: af.Instance) -> int:
+    row = await engine._storage.get_instance_by_iid(instance._iid)
+    assert row is not None
+    return row.runs
+
+
+async def _until_woken(
+    engine: af.Engine, instance: af.Instance, runs: int, timeout: float
+) -> None:
+    async def poll() -> None:
+        while await _runs(engine, instance) <= runs:
+            await asyncio.sleep(0.002)
+
+    await asyncio.wait_for(poll(), timeout)
 
 
 def rows(db_path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
