@@ -62,7 +62,7 @@ def step_rows(db_path: Path, instance: af.Instance) -> list[tuple[object, ...]]:
     )
 
 
-async def noop_run(event: af.Event, step: af.Step) -> str:
+async def noop_run(event: af.Event, step: af.Step) -> object:
     return await step.do("only", lambda: "done")
 
 
@@ -122,7 +122,11 @@ async def test_create_with_a_used_id_raises_and_leaves_the_original_untouched(
     calls: list[object] = []
 
     async def run(event: af.Event, step: af.Step) -> object:
-        return await step.do("echo", lambda: calls.append(event.payload) or event.payload)
+        def echo() -> object:
+            calls.append(event.payload)
+            return event.payload
+
+        return await step.do("echo", echo)
 
     binding = engine.register("dupes", run)
     original = await binding.create(id="order-1", params={"v": 1})
@@ -148,7 +152,11 @@ async def test_create_batch_skips_existing_ids_and_repeats_inside_the_batch(
     calls: list[object] = []
 
     async def run(event: af.Event, step: af.Step) -> object:
-        return await step.do("echo", lambda: calls.append(event.payload) or event.payload)
+        def echo() -> object:
+            calls.append(event.payload)
+            return event.payload
+
+        return await step.do("echo", echo)
 
     binding = engine.register("batch", run)
     existing = await binding.create(id="a", params={"v": "a1"})
@@ -158,7 +166,7 @@ async def test_create_batch_skips_existing_ids_and_repeats_inside_the_batch(
         "SELECT h.* FROM history h JOIN instances i ON i.iid = h.iid WHERE i.id = 'a'",
     )
 
-    items = [
+    items: list[dict[str, Any]] = [
         {"id": "a", "params": {"v": "a2"}},
         {"id": "b", "params": {"v": "b1"}},
         {"id": "b", "params": {"v": "b2"}},
