@@ -1,4 +1,4 @@
-"""Storage backends behind one Protocol; ``open_storage(url)`` picks one from a URL."""
+"""Storage backends behind one Protocol; ``storage_from_url(url)`` picks one from a URL."""
 
 from __future__ import annotations
 
