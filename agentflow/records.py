@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from .status import InstanceStatus
 
 Backoff = Literal["constant", "linear", "exponential"]
-Duration = int | float | str
+Duration = int | float | str | timedelta
 
 
 def _utc(ts: float) -> datetime:

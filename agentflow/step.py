@@ -15,7 +15,7 @@ from ._control import Stop, Suspend
 from ._errors_journal import describe, rebuild
 from .clock import DeadlineExceeded, deadline
 from .errors import InvalidArgumentError, NonRetryableError, PayloadError, WorkflowTimeoutError
-from .records import Retries, StepConfig, StepContext, StepEvent, _utc
+from .records import Duration, Retries, StepConfig, StepContext, StepEvent, _utc
 from .run_state import RunState
 from .storage import StepRecord
 
@@ -42,7 +42,7 @@ class Step:
         fn: Callable[..., Any],
         *,
         retries: Retries | None = None,
-        timeout: int | float | str | None = None,
+        timeout: Duration | None = None,
     ) -> Any:
         """Run ``fn`` once, durably: its JSON result is journaled under (name, occurrence) and
         returned without running again on every replay. Failures are retried per ``retries``."""
@@ -134,7 +134,7 @@ class Step:
         raise run.suspend_until(wake_at)
 
     # -- sleeping ---------------------------------------------------------------------------
-    async def sleep(self, name: str, duration: int | float | str) -> None:
+    async def sleep(self, name: str, duration: Duration) -> None:
         """Hibernate for ``duration`` (seconds, or a string like '10 minutes')."""
         name = validate.step_name(name)
         seconds = validate.duration(duration, what=f"sleep {name!r} duration")
@@ -171,7 +171,7 @@ class Step:
 
     # -- events -----------------------------------------------------------------------------
     async def wait_for_event(
-        self, name: str, *, type: str, timeout: int | float | str = "24 hours",
+        self, name: str, *, type: str, timeout: Duration = "24 hours",
     ) -> StepEvent:
         """Wait for the first unconsumed event of ``type`` (also one sent before the wait).
         Raises :class:`WorkflowTimeoutError` after ``timeout``; the plan may catch it."""
