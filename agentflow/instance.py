@@ -38,9 +38,16 @@ def details(row: InstanceRow) -> InstanceDetails:
 
 
 def _event(row: HistoryRow) -> InstanceEvent:
+    data: dict[str, Any] = {}
+    if row.count is not None:
+        data["count"] = row.count
+    if row.attempt is not None:
+        data["attempt"] = row.attempt
+    if row.data:
+        data.update(json.loads(row.data))
     return InstanceEvent(
         seq=row.seq, instance_id=row.id, workflow_name=row.workflow, type=row.type,
-        timestamp=_utc(row.at), step=row.step, data=json.loads(row.data) if row.data else {},
+        timestamp=_utc(row.at), step=row.step, data=data,
     )
 
 

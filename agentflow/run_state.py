@@ -4,7 +4,8 @@ signals (pause, stop) that reach it while it runs."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._control import Stop, Suspend
@@ -13,8 +14,8 @@ from .errors import StepLimitExceededError
 from .storage import HistoryItem, LeaseLost, StepRecord, Storage
 
 # A step still running after this long gets its 'started' history written without waiting for
-# its result, so followers of events() see it.
-_FLUSH_STARTED_AFTER = 0.1
+# its result, so followers of events() see it (see Worker._flush_loop).
+FLUSH_STARTED_AFTER = 0.1
 
 
 @dataclass(eq=False)
@@ -27,6 +28,7 @@ class RunState:
     max_steps: int
     journal: dict[tuple[str, int], StepRecord]
     notify: Callable[[], None]
+    busy_runs: set[RunState] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
     calls: int = 0
     limit_hit: bool = False
@@ -37,6 +39,7 @@ class RunState:
     wait_types: set[str] = field(default_factory=set)
     pending_history: list[HistoryItem] = field(default_factory=list)
     busy: int = 0
+    busy_since: float = 0.0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def next_count(self, name: str) -> int:
@@ -68,8 +71,12 @@ class RunState:
         self.suspending = True
         return Suspend()
 
-    def history(self, kind: str, step: str | None = None, /, **data: object) -> None:
-        self.pending_history.append(HistoryItem(kind, self.clock.now(), step, dict(data)))
+    def history(
+        self, kind: str, step: str, count: int, attempt: int | None = None, /, **data: object
+    ) -> None:
+        self.pending_history.append(
+            HistoryItem(kind, self.clock.now(), step, data, count, attempt)
+        )
 
     def take_history(self) -> list[HistoryItem]:
         items, self.pending_history = self.pending_history, []
@@ -90,24 +97,24 @@ class RunState:
         self.notify()
 
     # -- step bodies in flight --------------------------------------------------------------
-    def body_started(self) -> asyncio.TimerHandle:
+    def body_started(self) -> None:
+        if not self.busy:
+            self.busy_since = time.monotonic()
+            self.busy_runs.add(self)
+            self._idle.clear()
         self.busy += 1
-        self._idle.clear()
-        return asyncio.get_running_loop().call_later(_FLUSH_STARTED_AFTER, self._flush_soon)
 
-    def body_finished(self, timer: asyncio.TimerHandle) -> None:
-        timer.cancel()
+    def body_finished(self) -> None:
         self.busy -= 1
-        if self.busy == 0:
+        if not self.busy:
+            self.busy_runs.discard(self)
             self._idle.set()
 
-    def _flush_soon(self) -> None:
+    async def flush_history(self) -> None:
+        """Write pending history now (for a step that has been running a while)."""
         if self.pending_history and not self.stopped:
-            items = self.take_history()
-            asyncio.get_running_loop().create_task(self._append(items))
-
-    async def _append(self, items: Sequence[HistoryItem]) -> None:
-        await self.storage.append_history(self.iid, items)
+            await self.storage.append_history(self.iid, self.take_history())
+            self.notify()
 
     async def settle(self) -> None:
         """Wait for step bodies still running (siblings in a gather) to finish and journal."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ._codec import decode, encode
 from ._control import Stop, Suspend
@@ -25,6 +25,7 @@ class RunContext:
     clock: Clock
     max_steps: int
     notify: Callable[[], None]
+    busy_runs: set[RunState] = field(default_factory=set)
 
 
 async def load_run(ctx: RunContext, row: InstanceRow) -> RunState:
@@ -34,6 +35,7 @@ async def load_run(ctx: RunContext, row: InstanceRow) -> RunState:
         iid=row.iid, instance_id=row.id, owner=row.owner, storage=ctx.storage, clock=ctx.clock,
         max_steps=ctx.max_steps, journal={(r.name, r.count): r for r in journal},
         notify=ctx.notify, pause_requested=row.status == "waiting_for_pause",
+        busy_runs=ctx.busy_runs,
     )
 
 

@@ -78,12 +78,12 @@ class Step:
         if record is not None and record.wake_at is not None and record.wake_at > run.clock.now():
             raise run.suspend_until(record.wake_at)
         if record is None:
-            run.history("step.started", name, count=count)
+            run.history("step.started", name, count)
         while True:
             attempt += 1
-            run.history("attempt.started", name, count=count, attempt=attempt)
+            run.history("attempt.started", name, count, attempt)
             context = StepContext(name, count, attempt, config)
-            timer = run.body_started()
+            run.body_started()
             try:
                 value = await _call(fn, context, run, config.timeout)
                 text = encode(value, what=f"result of step {name!r}")
@@ -92,14 +92,14 @@ class Step:
             except Exception as exc:
                 error = exc
             else:
-                run.history("step.completed", name, count=count, attempts=attempt)
+                run.history("step.completed", name, count, attempt)
                 await run.save(StepRecord(
                     name, count, "do", "completed", started_at, result=text, attempts=attempt,
                     finished_at=run.clock.now(),
                 ))
                 return decode(text)
             finally:
-                run.body_finished(timer)
+                run.body_finished()
             await self._failed(name, count, started_at, attempt, config.retries, context, error)
 
     async def _failed(
@@ -112,9 +112,9 @@ class Step:
         err_name, message, where = describe(error)
         info = {"name": err_name, "message": message}
         if isinstance(error, _NOT_RETRIED) or attempt > retries.limit:
-            run.history("attempt.failed", name, count=count, attempt=attempt, error=info,
+            run.history("attempt.failed", name, count, attempt, error=info,
                         retry_in=None)
-            run.history("step.errored", name, count=count, attempts=attempt, error=info)
+            run.history("step.errored", name, count, attempt, error=info)
             await run.save(StepRecord(
                 name, count, "do", "errored", started_at, error_name=err_name,
                 error_message=message, error_detail=where, attempts=attempt,
@@ -122,7 +122,7 @@ class Step:
             ))
             raise error
         delay = _retry_delay(retries, context, error, attempt)
-        run.history("attempt.failed", name, count=count, attempt=attempt, error=info,
+        run.history("attempt.failed", name, count, attempt, error=info,
                     retry_in=delay)
         if delay <= 0:
             return
@@ -156,14 +156,14 @@ class Step:
         now = run.clock.now()
         if record is None:
             wake_at = wake_time(now)
-            run.history("sleep.started", name, count=count, until=wake_at)
+            run.history("sleep.started", name, count, until=wake_at)
             record = StepRecord(name, count, "sleep", "sleeping", now, wake_at=wake_at)
             if wake_at > now:
                 await run.save(record)
         wake_at = record.wake_at if record.wake_at is not None else now
         if wake_at > now:
             raise run.suspend_until(wake_at)
-        run.history("sleep.completed", name, count=count)
+        run.history("sleep.completed", name, count)
         await run.save(StepRecord(
             name, count, "sleep", "completed", record.started_at, wake_at=wake_at,
             finished_at=now,
@@ -191,7 +191,7 @@ class Step:
         started_at = record.started_at if record is not None else now
         deadline_at = record.wake_at if record is not None and record.wake_at else now + seconds
         if record is None:
-            run.history("wait.started", name, count=count, type=event_type, until=deadline_at)
+            run.history("wait.started", name, count, type=event_type, until=deadline_at)
         event = await run.storage.next_inbox_event(run.iid, event_type)
         if event is not None:
             # Splice the stored payload in: it was checked against the size limit when sent.
@@ -199,7 +199,7 @@ class Step:
                 f'{{"type":{json.dumps(event.type)},"timestamp":{event.at!r},'
                 f'"payload":{event.payload or "null"}}}'
             )
-            run.history("wait.completed", name, count=count, type=event_type)
+            run.history("wait.completed", name, count, type=event_type)
             await run.save(StepRecord(
                 name, count, "wait", "completed", started_at, result=text,
                 event_type=event_type, wake_at=deadline_at, finished_at=now,
@@ -211,7 +211,7 @@ class Step:
                 f"{deadline_at - started_at:g} seconds"
             )
             err_name, message, where = describe(error)
-            run.history("wait.timed_out", name, count=count, type=event_type)
+            run.history("wait.timed_out", name, count, type=event_type)
             await run.save(StepRecord(
                 name, count, "wait", "errored", started_at, error_name=err_name,
                 error_message=message, error_detail=where, event_type=event_type,

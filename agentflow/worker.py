@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .run_state import RunState
+from .run_state import FLUSH_STARTED_AFTER, RunState
 from .runner import RunContext, execute, load_run
 from .storage import InstanceRow
 from .workflow import Runner
@@ -49,6 +49,7 @@ class Worker:
         self._tasks = [
             asyncio.create_task(self._schedule_loop(), name=f"agentflow-worker-{self.id[:8]}"),
             asyncio.create_task(self._lease_loop(), name=f"agentflow-leases-{self.id[:8]}"),
+            asyncio.create_task(self._flush_loop(), name=f"agentflow-history-{self.id[:8]}"),
         ]
 
     def poke(self) -> None:
@@ -138,6 +139,18 @@ class Worker:
                     self.stop_run(iid)
                 else:
                     self.set_pause(iid, status == "waiting_for_pause")
+
+    async def _flush_loop(self) -> None:
+        """Write the 'started' history of steps that run long, so followers see them."""
+        while not self._closing:
+            await asyncio.sleep(FLUSH_STARTED_AFTER)
+            now = time.monotonic()
+            for state in list(self.ctx.busy_runs):
+                if now - state.busy_since >= FLUSH_STARTED_AFTER:
+                    try:
+                        await state.flush_history()
+                    except Exception:
+                        log.exception("agentflow worker: writing history failed")
 
     # -- shutdown -------------------------------------------------------------------------
     async def close(self) -> None:

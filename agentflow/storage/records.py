@@ -58,6 +58,8 @@ class HistoryItem:
     at: float
     step: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
+    count: int | None = None  # step occurrence, kept out of ``data`` so the hot path skips JSON
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +72,8 @@ class HistoryRow:
     at: float
     step: str | None
     data: str | None
+    count: int | None = None
+    attempt: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

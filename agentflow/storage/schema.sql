@@ -61,6 +61,8 @@ CREATE TABLE IF NOT EXISTS history (
     at REAL NOT NULL,
     type TEXT NOT NULL,
     step TEXT,
+    count INTEGER,
+    attempt INTEGER,
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS history_by_instance ON history (iid, seq);

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DuplicateInstanceError, StorageError
-from ._thread import ConnectionThread
+from ._connection import Connection
 from .protocol import Decide, LeaseLost
 from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
 
@@ -33,12 +33,16 @@ def _instance(row: Sequence[Any]) -> InstanceRow:
     return InstanceRow(*values)
 
 
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def _history_rows(conn: sqlite3.Connection, iid: int, items: Sequence[HistoryItem]) -> None:
     if items:
         conn.executemany(
-            "INSERT INTO history (iid, at, type, step, data) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO history (iid, at, type, step, count, attempt, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             [
-                (iid, h.at, h.type, h.step, json.dumps(h.data) if h.data else None)
+                (iid, h.at, h.type, h.step, h.count, h.attempt, _dumps(h.data) if h.data else None)
                 for h in items
             ],
         )
@@ -59,13 +63,13 @@ class SqliteStorage:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = ConnectionThread(self.path)
+        self._db = Connection(self.path)
 
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        await self._db.start()
+        self._db.start()
         await self._db.write(self._migrate)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -325,7 +329,13 @@ class SqliteStorage:
         consume: int | None = None,
     ) -> str:
         def run(conn: sqlite3.Connection) -> str:
+            # Every check comes before the first write, so this unit needs no savepoint.
             status = _owned_status(conn, iid, owner)
+            if consume is not None and conn.execute(
+                "SELECT 1 FROM inbox WHERE seq = ? AND iid = ? AND consumed_by IS NULL",
+                (consume, iid),
+            ).fetchone() is None:
+                raise LeaseLost("event already consumed")
             (seq,) = conn.execute(
                 "INSERT INTO steps (iid, name, count, kind, state, result, error_name, "
                 "error_message, error_detail, attempts, wake_at, event_type, started_at, "
@@ -344,17 +354,11 @@ class SqliteStorage:
                 ),
             ).fetchone()
             if consume is not None:
-                cur = conn.execute(
-                    "UPDATE inbox SET consumed_by = ? WHERE seq = ? AND iid = ? "
-                    "AND consumed_by IS NULL",
-                    (seq, consume, iid),
-                )
-                if cur.rowcount != 1:
-                    raise LeaseLost("event already consumed")
+                conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
             _history_rows(conn, iid, history)
             return status
 
-        return await self._db.write(run)
+        return await self._db.write(run, savepoint=False)
 
     async def append_history(self, iid: int, history: Sequence[HistoryItem]) -> None:
         await self._db.write(lambda conn: _history_rows(conn, iid, history))
@@ -445,7 +449,8 @@ class SqliteStorage:
     async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
         def run(conn: sqlite3.Connection) -> list[HistoryRow]:
             rows = conn.execute(
-                "SELECT h.seq, h.iid, i.workflow, i.id, h.type, h.at, h.step, h.data "
+                "SELECT h.seq, h.iid, i.workflow, i.id, h.type, h.at, h.step, h.data, h.count, "
+                "h.attempt "
                 "FROM history h JOIN instances i ON i.iid = h.iid "
                 "WHERE h.iid = ? AND h.seq > ? ORDER BY h.seq LIMIT ?",
                 (iid, after, limit),
