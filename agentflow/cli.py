@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from ._worker_app import run_worker
 from .engine import Engine
 from .errors import AgentflowError
 from .records import InstanceDetails, InstanceEvent
@@ -35,6 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("id")
     events.add_argument("--workflow")
     events.add_argument("--follow", "-f", action="store_true", help="follow until it finishes")
+    worker = commands.add_parser(
+        "worker", help="run a standalone worker until SIGTERM/SIGINT",
+        description="Run the workflows of APP against the database. APP is 'module:attribute':"
+        " a function taking the engine that registers workflows (it may be async), or a dict "
+        "mapping workflow names to workflow code.",
+    )
+    worker.add_argument("app", help="module:attribute (the current directory is importable)")
+    worker.add_argument("--concurrency", type=int, default=100,
+                        help="per-workflow limit when APP is a dict (default %(default)s)")
+    worker.add_argument("--poll-interval", type=float, default=0.5)
+    worker.add_argument("--lease-seconds", type=float, default=30.0)
     return parser
 
 
@@ -59,6 +71,11 @@ def _event_line(e: InstanceEvent, as_json: bool) -> str:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    if args.command == "worker":
+        return await run_worker(
+            args.db, args.app, concurrency=args.concurrency,
+            poll_interval=args.poll_interval, lease_seconds=args.lease_seconds,
+        )
     async with Engine.open(args.db, worker=False) as engine:
         if args.command == "list":
             for d in await engine.list_instances(

@@ -110,10 +110,7 @@ class Engine:
         """Register workflow code under ``name``; returns its binding. ``concurrency`` caps
         how many of its instances run at once across all workers (others stay queued)."""
         self._check_open()
-        if not isinstance(name, str) or not _WORKFLOW_NAME.fullmatch(name):
-            raise InvalidArgumentError(
-                f"invalid workflow name {name!r}: use 1-100 letters, digits, '_', '-', '.', ':'"
-            )
+        self._check_name(name)
         if name in self._workflows:
             raise InvalidArgumentError(
                 f"workflow {name!r} is already registered on this engine; pick another name "
@@ -128,8 +125,25 @@ class Engine:
     def workflow(self, name: str) -> WorkflowBinding:
         """The binding of a workflow registered on this engine."""
         if name not in self._workflows:
-            raise WorkflowNotFoundError(f"no workflow named {name!r} is registered")
+            raise WorkflowNotFoundError(
+                f"no workflow named {name!r} is registered on this engine; use "
+                "engine.binding(name) for one that other worker processes run"
+            )
         return WorkflowBinding(self, name)
+
+    def binding(self, name: str) -> WorkflowBinding:
+        """A binding for workflow ``name`` whether or not this engine runs its code: instances
+        it creates are run by whichever worker registered ``name`` (``agentflow worker``)."""
+        self._check_open()
+        self._check_name(name)
+        return WorkflowBinding(self, name)
+
+    @staticmethod
+    def _check_name(name: object) -> None:
+        if not isinstance(name, str) or not _WORKFLOW_NAME.fullmatch(name):
+            raise InvalidArgumentError(
+                f"invalid workflow name {name!r}: use 1-100 letters, digits, '_', '-', '.', ':'"
+            )
 
     # -- instances across workflows -------------------------------------------------------
     async def get(self, id: str, *, workflow: str | None = None) -> Instance:

@@ -20,10 +20,14 @@ CREATE TABLE IF NOT EXISTS instances (
     owner TEXT,                      -- '<worker>#<run>' while a worker runs it
     lease_until REAL,
     runs INTEGER NOT NULL DEFAULT 0,
+    -- Queue order: woken instances get a 60 second head start over new ones, so they go first
+    -- without starving new ones (a new instance that waited longer than that goes first).
+    priority REAL GENERATED ALWAYS AS (ready_at - woken * 60.0) VIRTUAL,
     UNIQUE (workflow, id)
 );
 CREATE INDEX IF NOT EXISTS instances_by_id ON instances (id);
 CREATE INDEX IF NOT EXISTS instances_runnable ON instances (workflow, status, wake_at);
+CREATE INDEX IF NOT EXISTS instances_queue ON instances (workflow, status, priority);
 CREATE INDEX IF NOT EXISTS instances_owner ON instances (owner) WHERE owner IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS steps (

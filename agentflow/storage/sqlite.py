@@ -16,6 +16,7 @@ from .protocol import Decide, LeaseLost
 from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
 
 SCHEMA_VERSION = 1
+WAKE_HEAD_START = 60.0  # seconds; must match the priority column in schema.sql
 _ACTIVE = ("running", "waiting_for_pause")
 _INSTANCE_COLUMNS = (
     "iid, workflow, id, status, params, created_at, updated_at, output, error_name, "
@@ -236,13 +237,21 @@ class SqliteStorage:
             (workflow, *_ACTIVE),
         ).fetchone()
         free = max(0, limit - active)
-        ready = conn.execute(
-            "SELECT iid FROM instances WHERE workflow = ? AND (status = 'queued' "
-            "OR (status = 'waiting' AND wake_at <= ?)) "
-            "ORDER BY woken DESC, ready_at, iid LIMIT ?",
-            (workflow, now, free),
-        ).fetchall() if free else []
-        iids = [r[0] for r in lost] + [r[0] for r in ready]
+        ready: list[tuple[float, int]] = []
+        if free:
+            # Two index range scans merged: queued by priority, due sleepers by wake time
+            # (a due sleeper is a woken instance: it gets the same head start).
+            ready = conn.execute(
+                "SELECT priority, iid FROM instances WHERE workflow = ? AND status = 'queued' "
+                "ORDER BY priority LIMIT ?",
+                (workflow, free),
+            ).fetchall() + conn.execute(
+                "SELECT wake_at - ?, iid FROM instances WHERE workflow = ? "
+                "AND status = 'waiting' AND wake_at <= ? ORDER BY wake_at LIMIT ?",
+                (WAKE_HEAD_START, workflow, now, free),
+            ).fetchall()
+            ready = sorted(ready)[:free]
+        iids = [r[0] for r in lost] + [r[1] for r in ready]
         rows: list[InstanceRow] = []
         for iid in iids:
             row = conn.execute(
