@@ -37,18 +37,31 @@ def details(row: InstanceRow) -> InstanceDetails:
     )
 
 
-def _event(row: HistoryRow) -> InstanceEvent:
-    data: dict[str, Any] = {}
-    if row.count is not None:
-        data["count"] = row.count
-    if row.attempt is not None:
-        data["attempt"] = row.attempt
-    if row.data:
-        data.update(json.loads(row.data))
-    return InstanceEvent(
-        seq=row.seq, instance_id=row.id, workflow_name=row.workflow, type=row.type,
-        timestamp=_utc(row.at), step=row.step, data=data,
-    )
+def _events(row: HistoryRow) -> list[InstanceEvent]:
+    """The feed entries of one history row. A compact 'step.completed' row (``since`` set)
+    stands for step.started, attempt.started and step.completed. ``seq`` is row seq * 4 + k:
+    increasing along the feed, not dense."""
+
+    def event(k: int, type: str, at: float, attempt: int | None) -> InstanceEvent:
+        data: dict[str, Any] = {}
+        if row.count is not None:
+            data["count"] = row.count
+        if attempt is not None:
+            data["attempt"] = attempt
+        if row.data:
+            data.update(json.loads(row.data))
+        return InstanceEvent(
+            seq=row.seq * 4 + k, instance_id=row.id, workflow_name=row.workflow, type=type,
+            timestamp=_utc(at), step=row.step, data=data,
+        )
+
+    if row.since is None:
+        return [event(0, row.type, row.at, row.attempt)]
+    return [
+        event(0, "step.started", row.since, None),
+        event(1, "attempt.started", row.since, row.attempt),
+        event(2, row.type, row.at, row.attempt),
+    ]
 
 
 class Instance:
@@ -133,7 +146,8 @@ class Instance:
             rows = await engine._storage.read_history(self._iid, after)
             for row in rows:
                 after = row.seq
-                yield _event(row)
+                for event in _events(row):
+                    yield event
             if len(rows) >= 1000:
                 continue
             if not follow:

@@ -18,6 +18,19 @@ from .storage import HistoryItem, LeaseLost, StepRecord, Storage
 FLUSH_STARTED_AFTER = 0.1
 
 
+@dataclass(slots=True, eq=False)
+class Attempt:
+    """A step attempt in progress; its 'started' history is written when it ends, or by the
+    worker's flush once it has run for a while."""
+
+    name: str
+    count: int
+    attempt: int
+    at: float
+    first: bool  # the step's first attempt ever: it also starts the step
+    flushed: bool = False
+
+
 @dataclass(eq=False)
 class RunState:
     iid: int
@@ -38,6 +51,7 @@ class RunState:
     wake_at: float | None = None
     wait_types: set[str] = field(default_factory=set)
     pending_history: list[HistoryItem] = field(default_factory=list)
+    attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
     busy: int = 0
     busy_since: float = 0.0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -78,6 +92,49 @@ class RunState:
             HistoryItem(kind, self.clock.now(), step, data, count, attempt)
         )
 
+    # -- attempts and their history ----------------------------------------------------------
+    def attempt_started(self, name: str, count: int, attempt: int, first: bool) -> Attempt:
+        current = Attempt(name, count, attempt, self.clock.now(), first)
+        self.attempts[(name, count)] = current
+        if not self.busy:
+            self.busy_since = time.monotonic()
+            self.busy_runs.add(self)
+            self._idle.clear()
+        self.busy += 1
+        return current
+
+    def attempt_ended(self, current: Attempt, kind: str, **data: object) -> None:
+        """Record the end of an attempt. The common case, a step whose first attempt succeeds
+        quickly, becomes one compact 'step.completed' entry that readers expand into
+        step.started, attempt.started and step.completed."""
+        self.attempts.pop((current.name, current.count), None)
+        now = self.clock.now()
+        if kind == "step.completed" and current.first and current.attempt == 1 and (
+            not current.flushed
+        ):
+            self.pending_history.append(HistoryItem(
+                kind, now, current.name, {}, current.count, 1, since=current.at
+            ))
+            return
+        if not current.flushed:
+            self._started_history(current)
+        self.pending_history.append(
+            HistoryItem(kind, now, current.name, data, current.count, current.attempt)
+        )
+
+    def attempt_abandoned(self, current: Attempt) -> None:
+        self.attempts.pop((current.name, current.count), None)
+
+    def _started_history(self, current: Attempt) -> None:
+        if current.first:
+            self.pending_history.append(
+                HistoryItem("step.started", current.at, current.name, {}, current.count)
+            )
+        self.pending_history.append(HistoryItem(
+            "attempt.started", current.at, current.name, {}, current.count, current.attempt
+        ))
+        current.flushed = True
+
     def take_history(self) -> list[HistoryItem]:
         items, self.pending_history = self.pending_history, []
         return items
@@ -97,13 +154,6 @@ class RunState:
         self.notify()
 
     # -- step bodies in flight --------------------------------------------------------------
-    def body_started(self) -> None:
-        if not self.busy:
-            self.busy_since = time.monotonic()
-            self.busy_runs.add(self)
-            self._idle.clear()
-        self.busy += 1
-
     def body_finished(self) -> None:
         self.busy -= 1
         if not self.busy:
@@ -112,6 +162,9 @@ class RunState:
 
     async def flush_history(self) -> None:
         """Write pending history now (for a step that has been running a while)."""
+        for current in self.attempts.values():
+            if not current.flushed:
+                self._started_history(current)
         if self.pending_history and not self.stopped:
             await self.storage.append_history(self.iid, self.take_history())
             self.notify()

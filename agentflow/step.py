@@ -16,7 +16,7 @@ from ._errors_journal import describe, rebuild
 from .clock import DeadlineExceeded, deadline
 from .errors import InvalidArgumentError, NonRetryableError, PayloadError, WorkflowTimeoutError
 from .records import Duration, Retries, StepConfig, StepContext, StepEvent, _utc
-from .run_state import RunState
+from .run_state import Attempt, RunState
 from .storage import StepRecord
 
 T = TypeVar("T")
@@ -77,22 +77,22 @@ class Step:
         started_at = record.started_at if record is not None else run.clock.now()
         if record is not None and record.wake_at is not None and record.wake_at > run.clock.now():
             raise run.suspend_until(record.wake_at)
-        if record is None:
-            run.history("step.started", name, count)
+        first = record is None
         while True:
             attempt += 1
-            run.history("attempt.started", name, count, attempt)
             context = StepContext(name, count, attempt, config)
-            run.body_started()
+            current = run.attempt_started(name, count, attempt, first)
+            first = False
             try:
                 value = await _call(fn, context, run, config.timeout)
                 text = encode(value, what=f"result of step {name!r}")
             except (Suspend, Stop, asyncio.CancelledError):
+                run.attempt_abandoned(current)
                 raise
             except Exception as exc:
                 error = exc
             else:
-                run.history("step.completed", name, count, attempt)
+                run.attempt_ended(current, "step.completed")
                 await run.save(StepRecord(
                     name, count, "do", "completed", started_at, result=text, attempts=attempt,
                     finished_at=run.clock.now(),
@@ -100,20 +100,20 @@ class Step:
                 return decode(text)
             finally:
                 run.body_finished()
-            await self._failed(name, count, started_at, attempt, config.retries, context, error)
+            await self._failed(current, started_at, config.retries, context, error)
 
     async def _failed(
-        self, name: str, count: int, started_at: float, attempt: int, retries: Retries,
-        context: StepContext, error: Exception,
+        self, current: Attempt, started_at: float, retries: Retries, context: StepContext,
+        error: Exception,
     ) -> None:
         """Journal a failed attempt: raise when retries are spent, suspend for a later retry,
         or return to retry at once."""
         run = self._run
+        name, count, attempt = current.name, current.count, current.attempt
         err_name, message, where = describe(error)
         info = {"name": err_name, "message": message}
         if isinstance(error, _NOT_RETRIED) or attempt > retries.limit:
-            run.history("attempt.failed", name, count, attempt, error=info,
-                        retry_in=None)
+            run.attempt_ended(current, "attempt.failed", error=info, retry_in=None)
             run.history("step.errored", name, count, attempt, error=info)
             await run.save(StepRecord(
                 name, count, "do", "errored", started_at, error_name=err_name,
@@ -122,8 +122,7 @@ class Step:
             ))
             raise error
         delay = _retry_delay(retries, context, error, attempt)
-        run.history("attempt.failed", name, count, attempt, error=info,
-                    retry_in=delay)
+        run.attempt_ended(current, "attempt.failed", error=info, retry_in=delay)
         if delay <= 0:
             return
         wake_at = run.clock.now() + delay

@@ -60,6 +60,7 @@ class HistoryItem:
     data: dict[str, Any] = field(default_factory=dict)
     count: int | None = None  # step occurrence, kept out of ``data`` so the hot path skips JSON
     attempt: int | None = None
+    since: float | None = None  # set on a compact 'step.completed': when the step started
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class HistoryRow:
     data: str | None
     count: int | None = None
     attempt: int | None = None
+    since: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

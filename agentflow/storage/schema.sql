@@ -67,6 +67,7 @@ CREATE TABLE IF NOT EXISTS history (
     step TEXT,
     count INTEGER,
     attempt INTEGER,
+    since REAL,                      -- compact 'step.completed': also stands for its start
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS history_by_instance ON history (iid, seq);

@@ -34,16 +34,29 @@ def _instance(row: Sequence[Any]) -> InstanceRow:
     return InstanceRow(*values)
 
 
+_UPSERT_STEP = (
+    "INSERT INTO steps (iid, name, count, kind, state, result, error_name, error_message, "
+    "error_detail, attempts, wake_at, event_type, started_at, finished_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (iid, name, count) DO UPDATE SET state = excluded.state, "
+    "result = excluded.result, error_name = excluded.error_name, "
+    "error_message = excluded.error_message, error_detail = excluded.error_detail, "
+    "attempts = excluded.attempts, wake_at = excluded.wake_at, "
+    "event_type = excluded.event_type, finished_at = excluded.finished_at"
+)
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _history_rows(conn: sqlite3.Connection, iid: int, items: Sequence[HistoryItem]) -> None:
     if items:
         conn.executemany(
-            "INSERT INTO history (iid, at, type, step, count, attempt, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO history (iid, at, type, step, count, attempt, since, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
-                (iid, h.at, h.type, h.step, h.count, h.attempt, _dumps(h.data) if h.data else None)
+                (
+                    iid, h.at, h.type, h.step, h.count, h.attempt, h.since,
+                    _dumps(h.data) if h.data else None,
+                )
                 for h in items
             ],
         )
@@ -345,24 +358,16 @@ class SqliteStorage:
                 (consume, iid),
             ).fetchone() is None:
                 raise LeaseLost("event already consumed")
-            (seq,) = conn.execute(
-                "INSERT INTO steps (iid, name, count, kind, state, result, error_name, "
-                "error_message, error_detail, attempts, wake_at, event_type, started_at, "
-                "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (iid, name, count) DO UPDATE SET state = excluded.state, "
-                "result = excluded.result, error_name = excluded.error_name, "
-                "error_message = excluded.error_message, error_detail = excluded.error_detail,"
-                " attempts = excluded.attempts, wake_at = excluded.wake_at, "
-                "event_type = excluded.event_type, finished_at = excluded.finished_at "
-                "RETURNING seq",
-                (
-                    iid, record.name, record.count, record.kind, record.state, record.result,
-                    record.error_name, record.error_message, record.error_detail,
-                    record.attempts, record.wake_at, record.event_type, record.started_at,
-                    record.finished_at,
-                ),
-            ).fetchone()
-            if consume is not None:
+            values = (
+                iid, record.name, record.count, record.kind, record.state, record.result,
+                record.error_name, record.error_message, record.error_detail,
+                record.attempts, record.wake_at, record.event_type, record.started_at,
+                record.finished_at,
+            )
+            if consume is None:
+                conn.execute(_UPSERT_STEP, values)
+            else:
+                (seq,) = conn.execute(_UPSERT_STEP + " RETURNING seq", values).fetchone()
                 conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
             _history_rows(conn, iid, history)
             return status
@@ -459,7 +464,7 @@ class SqliteStorage:
         def run(conn: sqlite3.Connection) -> list[HistoryRow]:
             rows = conn.execute(
                 "SELECT h.seq, h.iid, i.workflow, i.id, h.type, h.at, h.step, h.data, h.count, "
-                "h.attempt "
+                "h.attempt, h.since "
                 "FROM history h JOIN instances i ON i.iid = h.iid "
                 "WHERE h.iid = ? AND h.seq > ? ORDER BY h.seq LIMIT ?",
                 (iid, after, limit),
