@@ -11,7 +11,6 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from types import TracebackType
 from typing import Protocol
 
 
@@ -114,43 +113,3 @@ async def sleep_until(clock: Clock, when: float) -> None:
         await future
     finally:
         timer.cancel()
-
-
-class DeadlineExceeded(Exception):
-    """Raised by :func:`deadline` when its time passed (never by the body inside it)."""
-
-
-class deadline:  # lower case: used like asyncio.timeout
-    """Like ``asyncio.timeout(seconds)`` but in the clock's time; raises
-    :class:`DeadlineExceeded` when the time passes (a TimeoutError from the body passes through)."""
-
-    __slots__ = ("_clock", "_scope", "_seconds", "_timer")
-
-    def __init__(self, clock: Clock, seconds: float) -> None:
-        self._clock = clock
-        self._seconds = seconds
-        self._timer: Cancellable | None = None
-        # The system clock is the loop's clock: one loop timer is enough.
-        self._scope = asyncio.timeout(seconds if type(clock) is SystemClock else None)
-
-    async def __aenter__(self) -> None:
-        await self._scope.__aenter__()
-        if type(self._clock) is not SystemClock:
-            loop = asyncio.get_running_loop()
-            scope = self._scope
-            self._timer = self._clock.call_at(
-                self._clock.now() + self._seconds, lambda: scope.reschedule(loop.time())
-            )
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        try:
-            await self._scope.__aexit__(exc_type, exc, tb)
-        except TimeoutError:
-            if self._scope.expired():
-                raise DeadlineExceeded() from None
-            raise

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from . import _validate as validate
+from ._deadlines import Deadlines
 from ._signal import Signal
 from .clock import Clock, SystemClock
 from .errors import (
@@ -73,7 +74,10 @@ class Engine:
         await self._storage.open()
         self._open = True
         if self._with_worker:
-            ctx = RunContext(self._storage, self.clock, self.max_steps, self._changed.notify)
+            ctx = RunContext(
+                self._storage, self.clock, self.max_steps, self._changed.notify,
+                Deadlines(self.clock),
+            )
             self._worker = Worker(
                 ctx, WorkerConfig(self._poll_interval, self._lease_seconds),
                 limits=lambda: {n: w.concurrency for n, w in self._workflows.items()},

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ._control import Stop, Suspend
+from ._deadlines import Deadlines
 from .clock import Clock
 from .errors import StepLimitExceededError
 from .storage import HistoryItem, LeaseLost, StepRecord, Storage
@@ -41,6 +42,7 @@ class RunState:
     max_steps: int
     journal: dict[tuple[str, int], StepRecord]
     notify: Callable[[], None]
+    deadlines: Deadlines
     busy_runs: set[RunState] = field(default_factory=set)
     counts: dict[str, int] = field(default_factory=dict)
     calls: int = 0

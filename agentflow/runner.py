@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from ._codec import decode, encode
 from ._control import Stop, Suspend
+from ._deadlines import Deadlines
 from ._errors_journal import describe
 from .clock import Clock
 from .errors import PayloadError, StepLimitExceededError
@@ -25,6 +26,7 @@ class RunContext:
     clock: Clock
     max_steps: int
     notify: Callable[[], None]
+    deadlines: Deadlines
     busy_runs: set[RunState] = field(default_factory=set)
 
 
@@ -35,7 +37,7 @@ async def load_run(ctx: RunContext, row: InstanceRow) -> RunState:
         iid=row.iid, instance_id=row.id, owner=row.owner, storage=ctx.storage, clock=ctx.clock,
         max_steps=ctx.max_steps, journal={(r.name, r.count): r for r in journal},
         notify=ctx.notify, pause_requested=row.status == "waiting_for_pause",
-        busy_runs=ctx.busy_runs,
+        busy_runs=ctx.busy_runs, deadlines=ctx.deadlines,
     )
 
 

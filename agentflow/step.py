@@ -10,10 +10,10 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from . import _validate as validate
-from ._codec import decode, encode
+from ._codec import decode, encode, round_trip
 from ._control import Stop, Suspend
+from ._deadlines import DeadlineExceeded
 from ._errors_journal import describe, rebuild
-from .clock import DeadlineExceeded, deadline
 from .errors import InvalidArgumentError, NonRetryableError, PayloadError, WorkflowTimeoutError
 from .records import Duration, Retries, StepConfig, StepContext, StepEvent, _utc
 from .run_state import Attempt, RunState
@@ -97,7 +97,7 @@ class Step:
                     name, count, "do", "completed", started_at, result=text, attempts=attempt,
                     finished_at=run.clock.now(),
                 ))
-                return decode(text)
+                return round_trip(value, text)
             finally:
                 run.body_finished()
             await self._failed(current, started_at, config.retries, context, error)
@@ -282,8 +282,7 @@ async def _call(fn: Callable[..., Any], context: StepContext, run: RunState, tim
     if not inspect.isawaitable(result):
         return result
     try:
-        async with deadline(run.clock, timeout):
-            return await result
+        return await run.deadlines.run(result, timeout)
     except DeadlineExceeded:
         raise WorkflowTimeoutError(
             f"step {context.name!r} attempt {context.attempt} timed out after {timeout:g} seconds"

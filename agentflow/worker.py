@@ -162,4 +162,5 @@ class Worker:
         for task in runs:
             task.cancel()
         await asyncio.gather(*self._tasks, *runs, return_exceptions=True)
+        self.ctx.deadlines.close()
         await self.ctx.storage.release(self.id, None, self.ctx.clock.now())
