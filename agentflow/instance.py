@@ -212,14 +212,13 @@ class WorkflowBinding:
                 "create_batch takes a list of {'id': ..., 'params': ...} dicts"
             )
         prepared = [self._item_from(i, item) for i, item in enumerate(items)]
-        await self._engine._create(self.name, prepared, skip_existing=True)
-        storage = self._engine._storage
-        result = []
-        for id, _ in prepared:
-            row = await storage.get_instance(self.name, id)
-            assert row is not None
-            result.append(Instance(self._engine, row))
-        return result
+        created = await self._engine._create(self.name, prepared, skip_existing=True)
+        by_id = {row.id: row for row in created}
+        missing = [id for id, _ in prepared if id not in by_id]
+        if missing:  # ids that existed before: skipped, but returned
+            for row in await self._engine._storage.get_instances(self.name, missing):
+                by_id[row.id] = row
+        return [Instance(self._engine, by_id[id]) for id, _ in prepared]
 
     async def get(self, id: str) -> Instance:
         """The instance with this id; ``InstanceNotFoundError`` if there is none."""

@@ -46,6 +46,10 @@ class Storage(Protocol):
 
     async def get_instance_by_iid(self, iid: int) -> InstanceRow | None: ...
 
+    async def get_instances(self, workflow: str, ids: Sequence[str]) -> list[InstanceRow]:
+        """The instances with these ids (any order; unknown ids are left out)."""
+        ...
+
     async def list_instances(
         self, *, workflow: str | None = None, id: str | None = None,
         status: str | None = None, limit: int = 100,

@@ -152,6 +152,20 @@ class SqliteStorage:
 
         return await self._db.read(run)
 
+    async def get_instances(self, workflow: str, ids: Sequence[str]) -> list[InstanceRow]:
+        def run(conn: sqlite3.Connection) -> list[InstanceRow]:
+            found: list[InstanceRow] = []
+            for start in range(0, len(ids), 500):  # stay under SQLite's parameter limit
+                chunk = list(ids[start:start + 500])
+                found.extend(_instance(r) for r in conn.execute(
+                    f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE workflow = ? "
+                    f"AND id IN ({','.join('?' * len(chunk))})",
+                    (workflow, *chunk),
+                ))
+            return found
+
+        return await self._db.read(run)
+
     async def get_instance_by_iid(self, iid: int) -> InstanceRow | None:
         def run(conn: sqlite3.Connection) -> InstanceRow | None:
             row = conn.execute(

@@ -171,6 +171,17 @@ async def test_get_unknown_instances(storage: Storage) -> None:
     assert await storage.get_instance_by_iid(a.iid + 1000) is None
 
 
+async def test_get_instances_by_ids_in_one_workflow(storage: Storage) -> None:
+    await create(storage, "a", "b", "c")
+    await create(storage, "a", workflow=OTHER)
+    many = [f"m{n}" for n in range(1200)]  # more ids than one SQL statement may bind
+    await create(storage, *many)
+    found = await storage.get_instances(WF, ["c", "a", "missing", *many])
+    assert sorted(ids(found)) == sorted(["a", "c", *many])
+    assert {r.workflow for r in found} == {WF}
+    assert await storage.get_instances(WF, []) == []
+
+
 async def test_list_instances_filters_newest_first(storage: Storage) -> None:
     await create(storage, "a", now=T0)
     await create(storage, "b", now=T0 + 1)
