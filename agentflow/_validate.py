@@ -55,6 +55,8 @@ def instance_id(value: object) -> str:
 
 
 def step_name(value: object) -> str:
+    if type(value) is str and 0 < len(value) <= MAX_STEP_NAME_LENGTH and value.isprintable():
+        return value  # fast path: printable means no control characters
     if not isinstance(value, str):
         raise InvalidStepNameError(
             f"step name must be a string, got {type(value).__name__}; "

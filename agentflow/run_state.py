@@ -54,6 +54,9 @@ class RunState:
     wait_types: set[str] = field(default_factory=set)
     pending_history: list[HistoryItem] = field(default_factory=list)
     attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
+    # Journal entries that are written with the run's next write rather than on their own:
+    # each can be re-derived on replay from the clock alone (see Step).
+    deferred: list[StepRecord] = field(default_factory=list)
     busy: int = 0
     busy_since: float = 0.0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -137,15 +140,24 @@ class RunState:
         ))
         current.flushed = True
 
+    def defer(self, record: StepRecord) -> None:
+        self.deferred.append(record)
+        self.journal[(record.name, record.count)] = record
+
+    def take_deferred(self) -> list[StepRecord]:
+        records, self.deferred = self.deferred, []
+        return records
+
     def take_history(self) -> list[HistoryItem]:
         items, self.pending_history = self.pending_history, []
         return items
 
     async def save(self, record: StepRecord, consume: int | None = None) -> None:
         """Journal ``record`` with the pending history; learn of pauses and terminations."""
+        earlier, self.deferred = self.deferred, []
         try:
             status = await self.storage.save_step(
-                self.iid, self.owner, record, self.take_history(), consume
+                self.iid, self.owner, record, self.take_history(), consume, earlier=earlier
             )
         except LeaseLost:
             self.stopped = True

@@ -31,7 +31,8 @@ class RunContext:
 
 
 async def load_run(ctx: RunContext, row: InstanceRow) -> RunState:
-    journal = await ctx.storage.load_journal(row.iid)
+    # A first run (every claim counts one) has nothing journaled yet: skip the read.
+    journal = [] if row.runs == 1 else await ctx.storage.load_journal(row.iid)
     assert row.owner is not None, "a claimed instance has an owner token"
     return RunState(
         iid=row.iid, instance_id=row.id, owner=row.owner, storage=ctx.storage, clock=ctx.clock,
@@ -75,7 +76,7 @@ async def _record_outcome(
     if outcome == "suspend":
         await ctx.storage.suspend(
             state.iid, state.owner, now, state.wake_at, sorted(state.wait_types),
-            state.take_history(),
+            state.take_history(), records=state.take_deferred(),
         )
         return
     if outcome == "complete":
@@ -85,7 +86,10 @@ async def _record_outcome(
             outcome, error = "errored", exc
         else:
             history = [*state.take_history(), HistoryItem("instance.completed", now)]
-            await ctx.storage.finish(state.iid, state.owner, now, "complete", text, None, history)
+            await ctx.storage.finish(
+                state.iid, state.owner, now, "complete", text, None, history,
+                records=state.take_deferred(),
+            )
             return
     assert error is not None
     name, message, _ = describe(error)
@@ -93,5 +97,8 @@ async def _record_outcome(
         *state.take_history(),
         HistoryItem("instance.errored", now, data={"error": {"name": name, "message": message}}),
     ]
-    await ctx.storage.finish(state.iid, state.owner, now, "errored", None, (name, message), history)
+    await ctx.storage.finish(
+        state.iid, state.owner, now, "errored", None, (name, message), history,
+        records=state.take_deferred(),
+    )
 

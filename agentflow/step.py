@@ -47,6 +47,14 @@ class Step:
         """Run ``fn`` once, durably: its JSON result is journaled under (name, occurrence) and
         returned without running again on every replay. Failures are retried per ``retries``."""
         name = validate.step_name(name)
+        run = self._run
+        count = run.next_count(name)
+        record = run.journal.get((name, count))
+        if record is not None:  # replay: a finished step's arguments were checked when it ran
+            if record.state == "completed":
+                return decode(record.result)
+            if record.state == "errored":
+                raise _journaled_error(record)
         if not callable(fn):
             raise InvalidArgumentError(
                 f"step {name!r}: fn must be callable, got {type(fn).__name__}; "
@@ -57,14 +65,6 @@ class Step:
             timeout=DEFAULT_TIMEOUT if timeout is None
             else validate.duration(timeout, what=f"step {name!r} timeout"),
         )
-        run = self._run
-        count = run.next_count(name)
-        record = run.journal.get((name, count))
-        if record is not None:
-            if record.state == "completed":
-                return decode(record.result)
-            if record.state == "errored":
-                raise _journaled_error(record)
         run.check_active()
         return await self._execute(name, count, fn, config, record)
 
@@ -126,7 +126,8 @@ class Step:
         if delay <= 0:
             return
         wake_at = run.clock.now() + delay
-        await run.save(StepRecord(
+        # Journaled with the suspension: the instance hibernates right after.
+        run.defer(StepRecord(
             name, count, "do", "retrying", started_at, error_name=err_name,
             error_message=message, error_detail=where, attempts=attempt, wake_at=wake_at,
         ))
@@ -158,12 +159,14 @@ class Step:
             run.history("sleep.started", name, count, until=wake_at)
             record = StepRecord(name, count, "sleep", "sleeping", now, wake_at=wake_at)
             if wake_at > now:
-                await run.save(record)
+                run.defer(record)  # journaled with the suspension, before it hibernates
         wake_at = record.wake_at if record.wake_at is not None else now
         if wake_at > now:
             raise run.suspend_until(wake_at)
         run.history("sleep.completed", name, count)
-        await run.save(StepRecord(
+        # Journaled with the run's next write: until then a replay reaches the same verdict
+        # from the wake time alone, since time only moves forward.
+        run.defer(StepRecord(
             name, count, "sleep", "completed", record.started_at, wake_at=wake_at,
             finished_at=now,
         ))
@@ -218,7 +221,7 @@ class Step:
             ))
             raise error
         if record is None:
-            await run.save(StepRecord(
+            run.defer(StepRecord(
                 name, count, "wait", "waiting", started_at, event_type=event_type,
                 wake_at=deadline_at,
             ))

@@ -7,6 +7,9 @@ committed in one ``BEGIN IMMEDIATE`` ... ``COMMIT``, each inside its own savepoi
 unit's failure rolls back only that unit. A caller's ``await write(...)`` returns only after
 the commit that holds its unit.
 
+Checkpoints (copying the WAL back into the database file, with an fsync) would stall the loop
+for milliseconds inside some commit; a helper thread with its own connection runs them instead.
+
 Other processes may hold the write lock: instead of blocking the loop in SQLite's busy handler,
 a locked database is retried asynchronously with backoff, and only a lock held for longer than
 ``lock_timeout`` reaches the caller, as :class:`StorageError`.
@@ -15,7 +18,9 @@ a locked database is retried asynchronously with backoff, and only a lock held f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -41,6 +46,7 @@ class Connection:
         self._conn: sqlite3.Connection | None = None
         self._queue: list[tuple[Unit, bool, asyncio.Future[Any]]] = []
         self._flushing = False
+        self._checkpointer: _Checkpointer | None = None
 
     def start(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -50,6 +56,8 @@ class Connection:
         conn.execute("PRAGMA busy_timeout = 20")
         if self._path != ":memory:":
             self._retry_sync(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._checkpointer = _Checkpointer(self._path)
         conn.execute("PRAGMA synchronous = NORMAL")
 
     @property
@@ -184,6 +192,34 @@ class Connection:
     async def close(self) -> None:
         while self._queue:
             await asyncio.sleep(0.001)
+        if self._checkpointer is not None:
+            await asyncio.to_thread(self._checkpointer.stop)
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+
+class _Checkpointer:
+    """Runs passive WAL checkpoints on a thread of its own, every ``interval`` seconds."""
+
+    def __init__(self, path: str, interval: float = 0.25) -> None:
+        self._path = path
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="agentflow-checkpoint", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            while not self._stop.wait(self._interval):
+                with contextlib.suppress(sqlite3.OperationalError):  # busy: next time
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            conn.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -73,8 +73,8 @@ class Storage(Protocol):
     async def renew(
         self, worker: str, owners: dict[int, str], lease_until: float,
     ) -> dict[int, str]:
-        """Extend the leases of every instance the worker runs; return the status of each
-        instance in ``owners`` (iid -> owner token), 'lost' where the token no longer holds."""
+        """Extend the lease of each instance in ``owners`` (iid -> owner token) that the token
+        still holds; return each one's status, 'lost' where the token no longer holds."""
         ...
 
     async def release(self, worker: str, iids: Sequence[int] | None, now: float) -> None:
@@ -88,27 +88,31 @@ class Storage(Protocol):
 
     async def save_step(
         self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
-        consume: int | None = None,
+        consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
     ) -> str:
-        """Upsert a journal entry (and mark inbox event ``consume`` as taken by it); return the
-        instance's status. Raises LeaseLost."""
+        """Upsert ``earlier`` entries then ``record`` into the journal (and mark inbox event
+        ``consume`` as taken by ``record``); return the instance's status. Raises LeaseLost."""
         ...
 
     async def append_history(self, iid: int, history: Sequence[HistoryItem]) -> None: ...
 
     async def suspend(
         self, iid: int, owner: str, now: float, wake_at: float | None,
-        wait_types: Sequence[str], history: Sequence[HistoryItem],
+        wait_types: Sequence[str], history: Sequence[HistoryItem], *,
+        records: Sequence[StepRecord] = (),
     ) -> str:
-        """End a run that waits: 'waiting', 'paused' if a pause was requested, or 'queued' if a
-        matching event arrived meanwhile. Raises LeaseLost."""
+        """End a run that waits, journaling ``records`` with it: 'waiting', 'paused' if a
+        pause was requested, or 'queued' if a matching event arrived meanwhile or the wake
+        time passed. Raises LeaseLost."""
         ...
 
     async def finish(
         self, iid: int, owner: str, now: float, status: str, output: str | None,
-        error: tuple[str, str] | None, history: Sequence[HistoryItem],
+        error: tuple[str, str] | None, history: Sequence[HistoryItem], *,
+        records: Sequence[StepRecord] = (),
     ) -> None:
-        """End a run as complete or errored. Raises LeaseLost."""
+        """End a run as complete or errored, journaling ``records`` with it. Raises
+        LeaseLost."""
         ...
 
     # -- events ---------------------------------------------------------------------------

@@ -20,15 +20,16 @@ CREATE TABLE IF NOT EXISTS instances (
     owner TEXT,                      -- '<worker>#<run>' while a worker runs it
     lease_until REAL,
     runs INTEGER NOT NULL DEFAULT 0,
-    -- Queue order: woken instances get a 60 second head start over new ones, so they go first
-    -- without starving new ones (a new instance that waited longer than that goes first).
-    priority REAL GENERATED ALWAYS AS (ready_at - woken * 60.0) VIRTUAL,
+    -- Scheduling key, one index for both queues: a waiting instance's wake time; a queued
+    -- one's queue position, where woken instances get a 60 second head start over new ones
+    -- (they go first, yet a new instance that waited longer than that is not starved).
+    sched REAL GENERATED ALWAYS AS (
+        CASE WHEN status = 'waiting' THEN wake_at ELSE ready_at - woken * 60.0 END
+    ) VIRTUAL,
     UNIQUE (workflow, id)
 );
 CREATE INDEX IF NOT EXISTS instances_by_id ON instances (id);
-CREATE INDEX IF NOT EXISTS instances_runnable ON instances (workflow, status, wake_at);
-CREATE INDEX IF NOT EXISTS instances_queue ON instances (workflow, status, priority);
-CREATE INDEX IF NOT EXISTS instances_owner ON instances (owner) WHERE owner IS NOT NULL;
+CREATE INDEX IF NOT EXISTS instances_schedule ON instances (workflow, status, sched);
 
 CREATE TABLE IF NOT EXISTS steps (
     seq INTEGER PRIMARY KEY,
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at REAL,
     UNIQUE (iid, name, count)
 );
+CREATE INDEX IF NOT EXISTS steps_journal ON steps (iid, seq);
 
 CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY,

@@ -16,7 +16,7 @@ from .protocol import Decide, LeaseLost
 from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
 
 SCHEMA_VERSION = 1
-WAKE_HEAD_START = 60.0  # seconds; must match the priority column in schema.sql
+WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
 _ACTIVE = ("running", "waiting_for_pause")
 _INSTANCE_COLUMNS = (
     "iid, workflow, id, status, params, created_at, updated_at, output, error_name, "
@@ -44,6 +44,20 @@ _UPSERT_STEP = (
     "attempts = excluded.attempts, wake_at = excluded.wake_at, "
     "event_type = excluded.event_type, finished_at = excluded.finished_at"
 )
+
+
+def _step_values(iid: int, r: StepRecord) -> tuple[Any, ...]:
+    return (
+        iid, r.name, r.count, r.kind, r.state, r.result, r.error_name, r.error_message,
+        r.error_detail, r.attempts, r.wake_at, r.event_type, r.started_at, r.finished_at,
+    )
+
+
+def _upsert_steps(conn: sqlite3.Connection, iid: int, records: Sequence[StepRecord]) -> None:
+    if records:
+        conn.executemany(_UPSERT_STEP, [_step_values(iid, r) for r in records])
+
+
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
@@ -266,15 +280,15 @@ class SqliteStorage:
         free = max(0, limit - active)
         ready: list[tuple[float, int]] = []
         if free:
-            # Two index range scans merged: queued by priority, due sleepers by wake time
-            # (a due sleeper is a woken instance: it gets the same head start).
+            # Two range scans of one index merged: queued by position, due sleepers by wake
+            # time (a due sleeper is a woken instance: it gets the same head start).
             ready = conn.execute(
-                "SELECT priority, iid FROM instances WHERE workflow = ? AND status = 'queued' "
-                "ORDER BY priority LIMIT ?",
+                "SELECT sched, iid FROM instances WHERE workflow = ? AND status = 'queued' "
+                "ORDER BY sched LIMIT ?",
                 (workflow, free),
             ).fetchall() + conn.execute(
-                "SELECT wake_at - ?, iid FROM instances WHERE workflow = ? "
-                "AND status = 'waiting' AND wake_at <= ? ORDER BY wake_at LIMIT ?",
+                "SELECT sched - ?, iid FROM instances WHERE workflow = ? "
+                "AND status = 'waiting' AND sched <= ? ORDER BY sched LIMIT ?",
                 (WAKE_HEAD_START, workflow, now, free),
             ).fetchall()
             ready = sorted(ready)[:free]
@@ -299,17 +313,16 @@ class SqliteStorage:
         self, worker: str, owners: dict[int, str], lease_until: float,
     ) -> dict[int, str]:
         def run(conn: sqlite3.Connection) -> dict[int, str]:
-            conn.execute(
-                "UPDATE instances SET lease_until = ? WHERE substr(owner, 1, ?) = ? "
-                "AND status IN (?, ?)",
-                (lease_until, len(worker) + 1, worker + "#", *_ACTIVE),
-            )
             out: dict[int, str] = {}
             for iid, owner in owners.items():
                 row = conn.execute(
-                    "SELECT status, owner FROM instances WHERE iid = ?", (iid,)
+                    "UPDATE instances SET lease_until = ? WHERE iid = ? AND owner = ? "
+                    "AND status IN (?, ?) RETURNING status",
+                    (lease_until, iid, owner, *_ACTIVE),
+                ).fetchone() or conn.execute(
+                    "SELECT status FROM instances WHERE iid = ? AND owner = ?", (iid, owner)
                 ).fetchone()
-                out[iid] = "lost" if row is None or row[1] != owner else str(row[0])
+                out[iid] = "lost" if row is None else str(row[0])
             return out
 
         return await self._db.write(run)
@@ -342,7 +355,7 @@ class SqliteStorage:
 
         def run(conn: sqlite3.Connection) -> float | None:
             (when,) = conn.execute(
-                f"SELECT min(wake_at) FROM instances WHERE status = 'waiting' "
+                f"SELECT min(sched) FROM instances WHERE status = 'waiting' "
                 f"AND workflow IN ({marks})",
                 list(workflows),
             ).fetchone()
@@ -362,7 +375,7 @@ class SqliteStorage:
 
     async def save_step(
         self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
-        consume: int | None = None,
+        consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
     ) -> str:
         def run(conn: sqlite3.Connection) -> str:
             # Every check comes before the first write, so this unit needs no savepoint.
@@ -372,16 +385,13 @@ class SqliteStorage:
                 (consume, iid),
             ).fetchone() is None:
                 raise LeaseLost("event already consumed")
-            values = (
-                iid, record.name, record.count, record.kind, record.state, record.result,
-                record.error_name, record.error_message, record.error_detail,
-                record.attempts, record.wake_at, record.event_type, record.started_at,
-                record.finished_at,
-            )
+            _upsert_steps(conn, iid, earlier)
             if consume is None:
-                conn.execute(_UPSERT_STEP, values)
+                conn.execute(_UPSERT_STEP, _step_values(iid, record))
             else:
-                (seq,) = conn.execute(_UPSERT_STEP + " RETURNING seq", values).fetchone()
+                (seq,) = conn.execute(
+                    _UPSERT_STEP + " RETURNING seq", _step_values(iid, record)
+                ).fetchone()
                 conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
             _history_rows(conn, iid, history)
             return status
@@ -393,10 +403,12 @@ class SqliteStorage:
 
     async def suspend(
         self, iid: int, owner: str, now: float, wake_at: float | None,
-        wait_types: Sequence[str], history: Sequence[HistoryItem],
+        wait_types: Sequence[str], history: Sequence[HistoryItem], *,
+        records: Sequence[StepRecord] = (),
     ) -> str:
         def run(conn: sqlite3.Connection) -> str:
             status = _owned_status(conn, iid, owner)
+            _upsert_steps(conn, iid, records)
             types = sorted(set(wait_types))
             pending = bool(types) and conn.execute(
                 f"SELECT 1 FROM inbox WHERE iid = ? AND consumed_by IS NULL AND type IN "
@@ -425,10 +437,12 @@ class SqliteStorage:
 
     async def finish(
         self, iid: int, owner: str, now: float, status: str, output: str | None,
-        error: tuple[str, str] | None, history: Sequence[HistoryItem],
+        error: tuple[str, str] | None, history: Sequence[HistoryItem], *,
+        records: Sequence[StepRecord] = (),
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
             _owned_status(conn, iid, owner)
+            _upsert_steps(conn, iid, records)
             conn.execute(
                 "UPDATE instances SET status = ?, output = ?, error_name = ?, error_message = ?,"
                 " owner = NULL, lease_until = NULL, wake_at = NULL, wait_types = NULL, "
