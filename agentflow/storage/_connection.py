@@ -47,6 +47,7 @@ class Connection:
         self._queue: list[tuple[Unit, bool, asyncio.Future[Any]]] = []
         self._flushing = False
         self._checkpointer: _Checkpointer | None = None
+        self._later: dict[str, list[Any]] | None = None
 
     def start(self) -> None:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -121,6 +122,12 @@ class Connection:
                 ))
                 return
 
+    def later(self, sql: str, rows: list[Any]) -> None:
+        """From inside a write unit: insert ``rows`` with ``sql`` at the end of this commit,
+        in one ``executemany`` with every other unit's rows for the same statement."""
+        assert self._later is not None, "later() is only for write units"
+        self._later.setdefault(sql, []).extend(rows)
+
     def _fail_all(self, error: BaseException) -> None:
         batch, self._queue = self._queue, []
         self._flushing = False
@@ -144,9 +151,13 @@ class Connection:
         batch, self._queue = self._queue, []
         self._flushing = False
         outcomes: list[tuple[bool, Any]] = []
+        later: dict[str, list[Any]] = {}
+        self._later = later
         try:
             for fn, savepoint, _ in batch:
-                outcomes.append(self._run_unit(conn, fn, savepoint))
+                outcomes.append(self._run_unit(conn, fn, savepoint, later))
+            for sql, rows in later.items():
+                conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -158,6 +169,8 @@ class Connection:
                 if not future.done():
                     future.set_exception(error)
             return True
+        finally:
+            self._later = None
         for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():  # the caller was cancelled; the work is committed all the same
                 continue
@@ -168,7 +181,9 @@ class Connection:
         return True
 
     @staticmethod
-    def _run_unit(conn: sqlite3.Connection, fn: Unit, savepoint: bool) -> tuple[bool, Any]:
+    def _run_unit(
+        conn: sqlite3.Connection, fn: Unit, savepoint: bool, later: dict[str, list[Any]]
+    ) -> tuple[bool, Any]:
         if not savepoint:
             try:
                 return True, fn(conn)
@@ -177,12 +192,15 @@ class Connection:
             except Exception as exc:
                 return False, exc
         conn.execute("SAVEPOINT unit")
+        queued = {sql: len(rows) for sql, rows in later.items()}
         try:
             result = fn(conn)
         except Exception as exc:
             # Undo just this unit; if even that fails the batch fails (raised from here).
             conn.execute("ROLLBACK TO unit")
             conn.execute("RELEASE unit")
+            for sql, rows in later.items():
+                del rows[queued.get(sql, 0):]
             if isinstance(exc, sqlite3.Error):
                 return False, StorageError(f"database error: {exc}")
             return False, exc

@@ -49,7 +49,6 @@ CREATE TABLE IF NOT EXISTS steps (
     finished_at REAL,
     UNIQUE (iid, name, count)
 );
-CREATE INDEX IF NOT EXISTS steps_journal ON steps (iid, seq);
 
 CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY,

@@ -45,6 +45,15 @@ _UPSERT_STEP = (
     "event_type = excluded.event_type, finished_at = excluded.finished_at"
 )
 
+# The common case in one statement: journal the step if the run still owns a running instance.
+_UPSERT_STEP_IF_RUNNING = (
+    "INSERT INTO steps (iid, name, count, kind, state, result, error_name, error_message, "
+    "error_detail, attempts, wake_at, event_type, started_at, finished_at) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances "
+    "WHERE iid = ? AND owner = ? AND status = 'running') "
+    + _UPSERT_STEP[_UPSERT_STEP.index("ON CONFLICT"):]
+)
+
 
 def _step_values(iid: int, r: StepRecord) -> tuple[Any, ...]:
     return (
@@ -61,19 +70,10 @@ def _upsert_steps(conn: sqlite3.Connection, iid: int, records: Sequence[StepReco
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _history_rows(conn: sqlite3.Connection, iid: int, items: Sequence[HistoryItem]) -> None:
-    if items:
-        conn.executemany(
-            "INSERT INTO history (iid, at, type, step, count, attempt, since, data) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    iid, h.at, h.type, h.step, h.count, h.attempt, h.since,
-                    _dumps(h.data) if h.data else None,
-                )
-                for h in items
-            ],
-        )
+_INSERT_HISTORY = (
+    "INSERT INTO history (iid, at, type, step, count, attempt, since, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 def _owned_status(conn: sqlite3.Connection, iid: int, owner: str) -> str:
@@ -92,6 +92,17 @@ class SqliteStorage:
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._db = Connection(self.path)
+
+    def _history(self, iid: int, items: Sequence[HistoryItem]) -> None:
+        """Append history rows; inside a write unit, they are inserted with its commit."""
+        if items:
+            self._db.later(_INSERT_HISTORY, [
+                (
+                    iid, h.at, h.type, h.step, h.count, h.attempt, h.since,
+                    _dumps(h.data) if h.data else None,
+                )
+                for h in items
+            ])
 
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -150,7 +161,7 @@ class SqliteStorage:
                         "choose another id, or use get(id) to reach the existing one"
                     )
                 iid = int(cur.lastrowid or 0)
-                _history_rows(conn, iid, [HistoryItem("instance.queued", now)])
+                self._history(iid, [HistoryItem("instance.queued", now)])
                 created.append(InstanceRow(iid, workflow, id, "queued", params, now, now))
             return created
 
@@ -246,7 +257,7 @@ class SqliteStorage:
                 "AND state IN ('sleeping', 'waiting', 'retrying')",
                 (change.shift_timers, iid),
             )
-        _history_rows(conn, iid, change.history)
+        self._history(iid, change.history)
 
     # -- scheduling -------------------------------------------------------------------------
     async def claim(
@@ -293,20 +304,27 @@ class SqliteStorage:
             ).fetchall()
             ready = sorted(ready)[:free]
         iids = [r[0] for r in lost] + [r[1] for r in ready]
+        if not iids:
+            return []
+        conn.executemany(
+            "UPDATE instances SET status = CASE WHEN status = 'waiting_for_pause' "
+            "THEN status ELSE 'running' END, owner = ? || '#' || (runs + 1), "
+            "lease_until = ?, woken = 1, "
+            "wake_at = NULL, wait_types = NULL, runs = runs + 1, updated_at = ? WHERE iid = ?",
+            [(worker, lease_until, now, iid) for iid in iids],
+        )
         rows: list[InstanceRow] = []
-        for iid in iids:
-            row = conn.execute(
-                "UPDATE instances SET status = CASE WHEN status = 'waiting_for_pause' "
-                "THEN status ELSE 'running' END, owner = ? || '#' || (runs + 1), "
-                "lease_until = ?, woken = 1, "
-                "wake_at = NULL, wait_types = NULL, runs = runs + 1, updated_at = ? "
-                f"WHERE iid = ? RETURNING {_INSTANCE_COLUMNS}",
-                (worker, lease_until, now, iid),
-            ).fetchone()
-            instance = _instance(row)
-            started = HistoryItem("instance.started", now, data={"run": instance.runs})
-            _history_rows(conn, iid, [started])
-            rows.append(instance)
+        for start in range(0, len(iids), 500):  # stay under SQLite's parameter limit
+            chunk = iids[start:start + 500]
+            rows.extend(_instance(r) for r in conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE iid IN "
+                f"({','.join('?' * len(chunk))})",
+                chunk,
+            ))
+        position = {iid: n for n, iid in enumerate(iids)}
+        rows.sort(key=lambda row: position[row.iid])  # keep the queue's order
+        for row in rows:
+            self._history(row.iid, [HistoryItem("instance.started", now, data={"run": row.runs})])
         return rows
 
     async def renew(
@@ -378,6 +396,11 @@ class SqliteStorage:
         consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
     ) -> str:
         def run(conn: sqlite3.Connection) -> str:
+            if consume is None and not earlier and conn.execute(
+                _UPSERT_STEP_IF_RUNNING, (*_step_values(iid, record), iid, owner)
+            ).rowcount == 1:
+                self._history(iid, history)
+                return "running"
             # Every check comes before the first write, so this unit needs no savepoint.
             status = _owned_status(conn, iid, owner)
             if consume is not None and conn.execute(
@@ -393,13 +416,13 @@ class SqliteStorage:
                     _UPSERT_STEP + " RETURNING seq", _step_values(iid, record)
                 ).fetchone()
                 conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
-            _history_rows(conn, iid, history)
+            self._history(iid, history)
             return status
 
         return await self._db.write(run, savepoint=False)
 
     async def append_history(self, iid: int, history: Sequence[HistoryItem]) -> None:
-        await self._db.write(lambda conn: _history_rows(conn, iid, history))
+        await self._db.write(lambda conn: self._history(iid, history))
 
     async def suspend(
         self, iid: int, owner: str, now: float, wake_at: float | None,
@@ -430,7 +453,7 @@ class SqliteStorage:
                 (*new, now, now, iid),
             )
             extra = [HistoryItem(f"instance.{new[0]}", now)] if new[0] != "queued" else []
-            _history_rows(conn, iid, [*history, *extra])
+            self._history(iid, [*history, *extra])
             return new[0]
 
         return await self._db.write(run)
@@ -449,7 +472,7 @@ class SqliteStorage:
                 "updated_at = ? WHERE iid = ?",
                 (status, output, *(error or (None, None)), now, iid),
             )
-            _history_rows(conn, iid, history)
+            self._history(iid, history)
 
         await self._db.write(run)
 
@@ -472,7 +495,7 @@ class SqliteStorage:
                     " ready_at = ?, updated_at = ? WHERE iid = ?",
                     (now, now, iid),
                 )
-            _history_rows(conn, iid, [HistoryItem("event.received", now, data={"type": type})])
+            self._history(iid, [HistoryItem("event.received", now, data={"type": type})])
             return InboxEvent(seq, type, payload, now)
 
         return await self._db.write(run)
