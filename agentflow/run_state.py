@@ -180,7 +180,10 @@ class RunState:
             if not current.flushed:
                 self._started_history(current)
         if self.pending_history and not self.stopped:
-            await self.storage.append_history(self.iid, self.take_history())
+            try:
+                await self.storage.append_history(self.iid, self.owner, self.take_history())
+            except LeaseLost:
+                self.stopped = True
             self.notify()
 
     async def settle(self) -> None:

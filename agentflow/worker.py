@@ -84,7 +84,12 @@ class Worker:
             except Exception:  # keep the worker alive through transient storage errors
                 log.exception("agentflow worker: claim failed; retrying")
                 next_wake = None
-            timer = clock.call_at(next_wake, self.poke) if next_wake is not None else None
+            # A wake time already past belongs to an instance waiting for a slot: a run that
+            # ends pokes the loop, so a timer for it would only spin.
+            timer = (
+                clock.call_at(next_wake, self.poke)
+                if next_wake is not None and next_wake > clock.now() else None
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.config.poll_interval)
             if timer is not None:

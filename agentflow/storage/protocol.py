@@ -94,7 +94,11 @@ class Storage(Protocol):
         ``consume`` as taken by ``record``); return the instance's status. Raises LeaseLost."""
         ...
 
-    async def append_history(self, iid: int, history: Sequence[HistoryItem]) -> None: ...
+    async def append_history(
+        self, iid: int, owner: str, history: Sequence[HistoryItem]
+    ) -> None:
+        """Append history for a run that still owns the instance. Raises LeaseLost."""
+        ...
 
     async def suspend(
         self, iid: int, owner: str, now: float, wake_at: float | None,

@@ -421,8 +421,14 @@ class SqliteStorage:
 
         return await self._db.write(run, savepoint=False)
 
-    async def append_history(self, iid: int, history: Sequence[HistoryItem]) -> None:
-        await self._db.write(lambda conn: self._history(iid, history))
+    async def append_history(
+        self, iid: int, owner: str, history: Sequence[HistoryItem]
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            _owned_status(conn, iid, owner)
+            self._history(iid, history)
+
+        await self._db.write(run, savepoint=False)
 
     async def suspend(
         self, iid: int, owner: str, now: float, wake_at: float | None,

@@ -774,15 +774,18 @@ async def test_pause_and_resume_shift_the_timers_by_the_pause(storage: Storage) 
 # -- history / next_wake ---------------------------------------------------------------------
 async def test_read_history_pages_with_after(storage: Storage) -> None:
     a, b = await create(storage, "a", "b")
+    claimed = {row.iid: row for row in await claim(storage)}
     items = [HistoryItem(f"h{n}", T0 + n, f"step {n}", {"n": n}) for n in range(8)]
-    await storage.append_history(a.iid, items)
-    await storage.append_history(b.iid, [HistoryItem("elsewhere", T0)])
+    await storage.append_history(a.iid, token(claimed[a.iid]), items)
+    await storage.append_history(b.iid, token(claimed[b.iid]), [HistoryItem("elsewhere", T0)])
     everything = await storage.read_history(a.iid)
-    assert [h.type for h in everything] == ["instance.queued"] + [f"h{n}" for n in range(8)]
+    assert [h.type for h in everything] == (
+        ["instance.queued", "instance.started"] + [f"h{n}" for n in range(8)]
+    )
     assert all((h.iid, h.workflow, h.id) == (a.iid, WF, "a") for h in everything)
     seqs = [h.seq for h in everything]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
-    assert [(h.step, h.at, json.loads(h.data or "null")) for h in everything[1:]] == [
+    assert [(h.step, h.at, json.loads(h.data or "null")) for h in everything[2:]] == [
         (f"step {n}", T0 + n, {"n": n}) for n in range(8)
     ]
     assert everything[0].step is None
@@ -796,9 +799,21 @@ async def test_read_history_pages_with_after(storage: Storage) -> None:
         pages.append([h.type for h in page])
         after = page[-1].seq
     assert pages == [
-        ["instance.queued", "h0", "h1", "h2"], ["h3", "h4", "h5", "h6"], ["h7"]
+        ["instance.queued", "instance.started", "h0", "h1"], ["h2", "h3", "h4", "h5"],
+        ["h6", "h7"],
     ]
     assert await storage.read_history(a.iid, after=seqs[-1]) == []
+
+
+async def test_append_history_refuses_a_stale_owner(storage: Storage) -> None:
+    row = await start(storage, "a")
+    stale = token(row)
+    await storage.release("w1", None, T0)
+    await claim(storage, "w2")
+    before = await storage.read_history(row.iid)
+    with pytest.raises(LeaseLost):
+        await storage.append_history(row.iid, stale, [HistoryItem("late", T0)])
+    assert await storage.read_history(row.iid) == before
 
 
 async def test_next_wake(storage: Storage) -> None:
