@@ -1,7 +1,25 @@
-"""Validation and containment of LLM-written plans (RestrictedPython).
+"""Validation and containment of LLM-written plans.
 
-Not built yet: this package is delivered by the sandbox issue. It imports nothing from
-agentflow or planners, and must keep it that way.
+    report = sandbox.validate(source, tools=["fetch"])
+    if report.ok:
+        plan = sandbox.compile_plan(source)
+        run = plan.load(tools={"fetch": fetch})   # in-process: trusted code and tests
+
+This package imports nothing from agentflow or planners.
 """
 
-__all__: list[str] = []
+from .plan import CompiledPlan, compile_plan
+from .report import Diagnostic, PlanRejected, Report
+from .validate import DEFAULT_IMPORTS, MAX_DEPTH, MAX_SOURCE_BYTES, validate
+
+__all__ = [
+    "DEFAULT_IMPORTS",
+    "MAX_DEPTH",
+    "MAX_SOURCE_BYTES",
+    "CompiledPlan",
+    "Diagnostic",
+    "PlanRejected",
+    "Report",
+    "compile_plan",
+    "validate",
+]

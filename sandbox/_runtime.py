@@ -1,0 +1,169 @@
+"""The globals a compiled plan runs with: guarded builtins, guards, tools and a print log."""
+
+from __future__ import annotations
+
+import json
+import operator
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from RestrictedPython.Guards import (
+    full_write_guard,
+    guarded_iter_unpack_sequence,
+    guarded_unpack_sequence,
+    safer_getattr,
+)
+
+from ._namespaces import importer
+from ._policy import FORBIDDEN_ATTRIBUTES
+
+MAX_PRINT_BYTES = 64 * 1024
+
+_EXCEPTIONS = (
+    "ArithmeticError AssertionError AttributeError Exception IndexError KeyError LookupError "
+    "NameError NotImplementedError OverflowError RuntimeError StopIteration TimeoutError "
+    "TypeError UnicodeError ValueError ZeroDivisionError"
+)
+_FUNCTIONS = {
+    "abs": abs, "all": all, "any": any, "bool": bool, "callable": callable, "chr": chr,
+    "dict": dict, "divmod": divmod, "enumerate": enumerate, "filter": filter, "float": float,
+    "frozenset": frozenset, "hash": hash, "int": int, "isinstance": isinstance,
+    "issubclass": issubclass, "len": len, "list": list, "map": map, "max": max, "min": min,
+    "ord": ord, "pow": pow, "range": range, "repr": repr, "reversed": reversed, "round": round,
+    "set": set, "slice": slice, "sorted": sorted, "str": str, "sum": sum, "tuple": tuple,
+    "zip": zip, "None": None, "True": True, "False": False, "bin": bin, "hex": hex,
+    "oct": oct, "iter": iter, "next": next, "format": format, "ascii": ascii,
+}
+
+
+def guarded_getattr(obj: object, name: str, default: Any = None) -> Any:
+    if name in FORBIDDEN_ATTRIBUTES:
+        raise AttributeError(f'"{name}" is a forbidden attribute in plans')
+    return safer_getattr(obj, name, default)  # type: ignore[no-untyped-call]
+
+
+def _getitem(obj: Any, key: Any) -> Any:
+    return obj[key]
+
+
+_INPLACE: dict[str, Callable[[Any, Any], Any]] = {
+    "+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+    "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow,
+    "<<=": operator.ilshift, ">>=": operator.irshift, "&=": operator.iand,
+    "|=": operator.ior, "^=": operator.ixor, "@=": operator.imatmul,
+}
+
+
+def _inplacevar(op: str, x: Any, y: Any) -> Any:
+    return _INPLACE[op](x, y)
+
+
+def _apply(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return fn(*args, **kwargs)
+
+
+class PrintLog:
+    """Where ``print`` in a plan goes: lines handed to ``sink``, at most ``limit`` bytes."""
+
+    def __init__(self, sink: Callable[[str], None] | None, limit: int = MAX_PRINT_BYTES) -> None:
+        self._sink = sink
+        self._left = limit
+        self._cut = False
+
+    def write(self, text: str) -> None:
+        if self._cut:
+            return
+        if len(text) > self._left:
+            text = text[: self._left] + "\n[print output truncated]\n"
+            self._cut = True
+        self._left -= len(text)
+        if self._sink is not None:
+            self._sink(text)
+
+
+def _print_factory(log: PrintLog) -> Callable[[Any], Any]:
+    class _Printer:
+        def __init__(self, _getattr: Any = None) -> None:
+            pass
+
+        def _call_print(self, *objects: Any, sep: str = " ", end: str = "\n",
+                        **_: Any) -> None:
+            log.write(str(sep).join(str(o) for o in objects) + str(end))
+
+        def __call__(self) -> str:
+            return ""
+
+    return _Printer
+
+
+def _plain(value: Any) -> Any:
+    """Values crossing from the host into a plan are plain data (a JSON round trip)."""
+    return json.loads(json.dumps(value, default=_dump_model))
+
+
+def _dump_model(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        return dump(mode="json")
+    raise TypeError(f"a tool returned {type(value).__name__}, which is not plain data")
+
+
+class Tools:
+    """The ``tools`` object of a plan: one attribute per granted tool, results as plain data."""
+
+    __slots__ = ("_call",)
+
+    def __init__(self, tools: Mapping[str, Callable[..., Any]]) -> None:
+        granted = dict(tools)
+
+        def call(name: str) -> Callable[..., Any]:
+            try:
+                fn = granted[name]
+            except KeyError:
+                raise AttributeError(f"no tool named {name!r} is granted") from None
+
+            def invoke(*args: Any, **kwargs: Any) -> Any:
+                result = fn(*_plain(list(args)), **_plain(kwargs))
+                if hasattr(result, "__await__"):
+                    return _plain_after(result)
+                return _plain(result)
+
+            return invoke
+
+        object.__setattr__(self, "_call", call)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._call(name)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError("tools are read-only")
+
+
+async def _plain_after(awaitable: Any) -> Any:
+    return _plain(await awaitable)
+
+
+def plan_globals(
+    *, tools: Mapping[str, Callable[..., Any]], allowed_imports: frozenset[str],
+    print_sink: Callable[[str], None] | None,
+) -> dict[str, Any]:
+    builtins: dict[str, Any] = dict(_FUNCTIONS)
+    builtins.update({name: getattr(__import__("builtins"), name) for name in _EXCEPTIONS.split()})
+    builtins["__import__"] = importer(allowed_imports)
+    log = PrintLog(print_sink)
+    return {
+        "__builtins__": builtins,
+        "__name__": "plan",
+        "_getattr_": guarded_getattr,
+        "_getitem_": _getitem,
+        "_getiter_": iter,
+        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence,
+        "_write_": full_write_guard,
+        "_inplacevar_": _inplacevar,
+        "_apply_": _apply,
+        "_print_": _print_factory(log),
+        "tools": Tools(tools),
+    }

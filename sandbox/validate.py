@@ -1,0 +1,110 @@
+"""``validate(source)``: parse, bound, restrict and check a plan; never raises on bad source."""
+
+from __future__ import annotations
+
+import ast
+import copy
+from collections.abc import Iterable
+
+from . import _rules
+from ._policy import PlanPolicy
+from .report import Diagnostic, Report
+
+DEFAULT_IMPORTS = frozenset({
+    "json", "math", "re", "datetime", "random", "uuid", "statistics", "itertools", "functools",
+    "collections", "string",
+})
+MAX_SOURCE_BYTES = 256 * 1024
+MAX_DEPTH = 100  # syntax-tree nesting; deeper plans are refused before any recursive pass
+
+
+def validate(
+    source: object,
+    *,
+    tools: Iterable[str] | None = None,
+    allowed_imports: Iterable[str] = DEFAULT_IMPORTS,
+) -> Report:
+    """Check a plan. ``tools`` (the granted tool names) enables the unknown-tool check."""
+    text, early = _admit(source)
+    if early is not None:
+        return Report(text, (early,))
+    tree, problem = _parse(text)
+    if problem is not None:
+        return Report(text, (problem,))
+    assert tree is not None
+    deep = _too_deep(tree)
+    if deep is not None:
+        return Report(text, (deep,))
+    granted = None if tools is None else frozenset(tools)
+    found = _restricted(tree) + _rules.check(
+        tree, allowed_imports=frozenset(allowed_imports), tools=granted
+    )
+    return Report(text, tuple(_dedupe(found)))
+
+
+def _admit(source: object) -> tuple[str, Diagnostic | None]:
+    if not isinstance(source, str):
+        return "", Diagnostic(
+            "not-text", 1, 0, f"the plan must be Python source text, got {type(source).__name__}",
+            "pass the module source as a str",
+        )
+    if len(source.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
+        return source, Diagnostic(
+            "too-large", 1, 0, f"the plan is larger than {MAX_SOURCE_BYTES // 1024} KiB",
+            "write a shorter plan; move repeated logic into helper functions",
+        )
+    if "\x00" in source:
+        return source, Diagnostic("syntax-error", 1, 0, "the plan contains a NUL character",
+                                  "remove the NUL character")
+    return source, None
+
+
+def _parse(text: str) -> tuple[ast.Module | None, Diagnostic | None]:
+    try:
+        return ast.parse(text, filename="<plan>", mode="exec"), None
+    except SyntaxError as exc:
+        return None, Diagnostic(
+            "syntax-error", exc.lineno or 1, max(0, (exc.offset or 1) - 1),
+            f"syntax error: {exc.msg}", "fix the syntax; the plan must be valid Python 3.11",
+        )
+    except (RecursionError, MemoryError, ValueError) as exc:
+        return None, Diagnostic(
+            "too-deep", 1, 0, f"the plan cannot be parsed: {type(exc).__name__}",
+            "flatten deeply nested expressions into several statements",
+        )
+
+
+def _too_deep(tree: ast.AST) -> Diagnostic | None:
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return Diagnostic(
+                "too-deep", getattr(node, "lineno", 1), getattr(node, "col_offset", 0),
+                f"the plan nests more than {MAX_DEPTH} levels deep",
+                "flatten deeply nested expressions and blocks into several statements",
+            )
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return None
+
+
+def _restricted(tree: ast.Module) -> list[Diagnostic]:
+    policy = PlanPolicy()
+    policy.visit(copy.deepcopy(tree))  # the policy rewrites the tree it visits
+    return [
+        Diagnostic("restricted", e.line, e.column, e.message,
+                   "plans use a safe subset of Python: no names or attributes starting with "
+                   "'_', no exec/eval, no classes or generators; use plain functions and data")
+        for e in policy.located
+    ]
+
+
+def _dedupe(found: list[Diagnostic]) -> list[Diagnostic]:
+    seen: set[tuple[str, int, int]] = set()
+    out = []
+    for d in sorted(found, key=lambda d: (d.line, d.column, d.code)):
+        key = (d.code, d.line, d.column)
+        if key not in seen:
+            seen.add(key)
+            out.append(d)
+    return out
