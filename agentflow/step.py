@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -41,7 +41,7 @@ class Step:
         name: str,
         fn: Callable[..., Any],
         *,
-        retries: Retries | None = None,
+        retries: Retries | Mapping[str, Any] | None = None,
         timeout: Duration | None = None,
     ) -> Any:
         """Run ``fn`` once, durably: its JSON result is journaled under (name, occurrence) and
@@ -233,9 +233,17 @@ class Step:
         return list(await asyncio.gather(*awaitables))
 
 
-def _check_retries(name: str, retries: Retries | None) -> Retries:
+def _check_retries(name: str, retries: Retries | Mapping[str, Any] | None) -> Retries:
     if retries is None:
         return DEFAULT_RETRIES
+    if isinstance(retries, Mapping):  # plans (which cannot import agentflow) pass a dict
+        unknown = set(retries) - {"limit", "delay", "backoff"}
+        if unknown:
+            raise InvalidArgumentError(
+                f"step {name!r}: unknown retries keys {sorted(unknown)}; use limit, delay, "
+                "backoff"
+            )
+        retries = Retries(**retries)
     if not isinstance(retries, Retries):
         raise InvalidArgumentError(
             f"step {name!r}: retries must be af.Retries(limit=..., delay=..., backoff=...), "

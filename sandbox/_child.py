@@ -1,0 +1,387 @@
+"""The sandbox process: runs one plan run at a time, reaching the host only by messages.
+
+Started by :class:`sandbox.process.SandboxPool` as ``python -I -m sandbox._child``. It limits
+itself (memory, file size, processes) before it reads any plan, keeps the protocol on a private
+copy of stdout, and drives plan coroutines with a small scheduler of its own: every ``await`` in
+a plan ends at a step call, which becomes a message to the host, so the process is idle exactly
+when it waits for the host. Tool calls are synchronous round trips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import struct
+import sys
+from collections.abc import Callable, Coroutine, Generator
+from datetime import datetime
+from typing import Any
+
+_HEADER = struct.Struct(">I")
+
+
+# -- blocking message I/O -------------------------------------------------------------------
+class Channel:
+    def __init__(self, read_fd: int, write_fd: int) -> None:
+        self._read = os.fdopen(read_fd, "rb", buffering=1 << 16)
+        self._write_fd = write_fd
+        self.backlog: list[dict[str, Any]] = []
+
+    def send(self, message: dict[str, Any]) -> None:
+        body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+        data = _HEADER.pack(len(body)) + body
+        while data:
+            data = data[os.write(self._write_fd, data):]
+
+    def receive(self) -> dict[str, Any]:
+        if self.backlog:
+            return self.backlog.pop(0)
+        header = self._read.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise SystemExit(0)  # the host closed the pipe
+        (size,) = _HEADER.unpack(header)
+        message: dict[str, Any] = json.loads(self._read.read(size))
+        return message
+
+    def call(self, request: dict[str, Any], call_id: int) -> dict[str, Any]:
+        """Send and block until the reply to ``call_id``; keep other messages for later."""
+        self.send(request)
+        while True:
+            message = self.receive_fresh()
+            if message.get("op") == "reply" and message.get("call") == call_id:
+                return message
+            self.backlog.append(message)
+
+    def receive_fresh(self) -> dict[str, Any]:
+        header = self._read.read(_HEADER.size)
+        if len(header) < _HEADER.size:
+            raise SystemExit(0)
+        (size,) = _HEADER.unpack(header)
+        message: dict[str, Any] = json.loads(self._read.read(size))
+        return message
+
+
+# -- errors that cross the boundary ---------------------------------------------------------
+_BUILTIN_ERRORS: dict[str, type[Exception]] = {
+    cls.__name__: cls for cls in (
+        ArithmeticError, AssertionError, AttributeError, Exception, IndexError, KeyError,
+        LookupError, NameError, NotImplementedError, OverflowError, RuntimeError,
+        TimeoutError, TypeError, ValueError, ZeroDivisionError,
+    )
+}
+_MADE: dict[str, type[Exception]] = {}
+
+
+def error_from(info: dict[str, Any]) -> Exception:
+    """An exception for the plan with the host error's class name and message."""
+    name = str(info.get("name", "Exception"))
+    message = str(info.get("message", ""))
+    if name in _BUILTIN_ERRORS:
+        return _BUILTIN_ERRORS[name](message)
+    if name not in _MADE:
+        base = TimeoutError if name.endswith("TimeoutError") else Exception
+        _MADE[name] = type(name if name.isidentifier() else "StepError", (base,), {})
+    return _MADE[name](message)
+
+
+def error_info(exc: BaseException) -> dict[str, str]:
+    return {"name": type(exc).__name__, "message": str(exc)}
+
+
+# -- a tiny scheduler for plan coroutines ----------------------------------------------------
+class Request:
+    """Awaited by plan code: a message to the host whose reply resumes the awaiting task."""
+
+    def __init__(self, message: dict[str, Any]) -> None:
+        self.message = message
+
+    def __await__(self) -> Generator[Request, Any, Any]:
+        reply = yield self
+        return reply
+
+
+class Gather:
+    def __init__(self, awaitables: tuple[Any, ...]) -> None:
+        self.awaitables = awaitables
+
+    def __await__(self) -> Generator[Gather, Any, Any]:
+        results = yield self
+        return results
+
+
+class Task:
+    def __init__(self, coroutine: Coroutine[Any, Any, Any],
+                 done: Callable[[bool, Any], None]) -> None:
+        self.coroutine = coroutine
+        self.done = done
+
+
+class Scheduler:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.waiting: dict[int, Task] = {}
+        self.next_call = 0
+        self.bodies: dict[int, Callable[[], Any]] = {}
+
+    def new_call(self) -> int:
+        self.next_call += 1
+        return self.next_call
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any],
+              done: Callable[[bool, Any], None]) -> None:
+        self.resume(Task(coroutine, done), True, None)
+
+    def resume(self, task: Task, ok: bool, value: Any) -> None:
+        try:
+            yielded = task.coroutine.send(value) if ok else task.coroutine.throw(value)
+        except StopIteration as stop:
+            task.done(True, stop.value)
+            return
+        except Exception as exc:
+            task.done(False, exc)
+            return
+        if isinstance(yielded, Request):
+            call_id = self.new_call()
+            try:
+                self.channel.send({**yielded.message, "call": call_id})
+            except (TypeError, ValueError) as exc:
+                self.resume(task, False, TypeError(f"step arguments must be plain data: {exc}"))
+                return
+            self.waiting[call_id] = task
+        elif isinstance(yielded, Gather):
+            self.gather(task, yielded.awaitables)
+        else:
+            self.resume(task, False, TypeError(
+                "plans may only await step calls, step.all and their own async functions"
+            ))
+
+    def gather(self, parent: Task, awaitables: tuple[Any, ...]) -> None:
+        results: list[Any] = [None] * len(awaitables)
+        left = [len(awaitables)]
+        failed: list[BaseException] = []
+        if not awaitables:
+            self.resume(parent, True, [])
+            return
+
+        def finisher(index: int) -> Callable[[bool, Any], None]:
+            def finish(ok: bool, value: Any) -> None:
+                left[0] -= 1
+                if ok:
+                    results[index] = value
+                elif not failed:
+                    failed.append(value)
+                    self.resume(parent, False, value)
+                if left[0] == 0 and not failed:
+                    self.resume(parent, True, results)
+            return finish
+
+        for index, awaitable in enumerate(awaitables):
+            self.spawn(_as_coroutine(awaitable), finisher(index))
+
+    def deliver(self, call_id: int, message: dict[str, Any]) -> None:
+        task = self.waiting.pop(call_id, None)
+        if task is None:
+            return
+        if "error" in message:
+            self.resume(task, False, error_from(message["error"]))
+        else:
+            self.resume(task, True, message.get("value"))
+
+
+async def _as_coroutine(awaitable: Any) -> Any:
+    return await awaitable
+
+
+# -- the objects a plan sees -----------------------------------------------------------------
+class Event:
+    __slots__ = ("instance_id", "payload", "timestamp", "workflow_name")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.payload = data.get("payload")
+        self.timestamp = datetime.fromisoformat(data["timestamp"]) if data.get(
+            "timestamp") else None
+        self.instance_id = data.get("instance_id")
+        self.workflow_name = data.get("workflow_name")
+
+
+class StepProxy:
+    """The plan's ``step``: each call is a message to the host, which runs the real step."""
+
+    __slots__ = ("_scheduler",)
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    async def do(self, name: Any, fn: Callable[[], Any], *, retries: Any = None,
+                 timeout: Any = None) -> Any:
+        body = self._scheduler.new_call()
+        self._scheduler.bodies[body] = fn
+        try:
+            return await Request({"op": "step", "method": "do", "name": name, "body": body,
+                                  "retries": retries, "timeout": timeout})
+        finally:
+            self._scheduler.bodies.pop(body, None)
+
+    async def sleep(self, name: Any, duration: Any) -> Any:
+        return await Request({"op": "step", "method": "sleep", "name": name,
+                              "duration": duration})
+
+    async def sleep_until(self, name: Any, when: Any) -> Any:
+        if isinstance(when, datetime):
+            when = when.timestamp()
+        return await Request({"op": "step", "method": "sleep_until", "name": name,
+                              "when": when})
+
+    async def wait_for_event(self, name: Any, *, type: Any,
+                             timeout: Any = "24 hours") -> Any:
+        reply = await Request({"op": "step", "method": "wait_for_event", "name": name,
+                               "type": type, "timeout": timeout})
+        return StepEventView(reply)
+
+    async def all(self, *awaitables: Any) -> Any:
+        return await Gather(awaitables)
+
+
+class StepEventView:
+    __slots__ = ("payload", "timestamp", "type")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.type = data.get("type")
+        self.payload = data.get("payload")
+        self.timestamp = datetime.fromisoformat(data["timestamp"])
+
+
+def tool_caller(channel: Channel, scheduler: Scheduler) -> Callable[..., Any]:
+    def call_tool(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        call_id = scheduler.new_call()
+        reply = channel.call(
+            {"op": "tool", "call": call_id, "name": name, "args": args, "kwargs": kwargs},
+            call_id,
+        )
+        if "error" in reply:
+            raise error_from(reply["error"])
+        return reply.get("value")
+
+    return call_tool
+
+
+# -- the process ------------------------------------------------------------------------------
+def limit_self(memory_bytes: int) -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # no file may grow
+    resource.setrlimit(resource.RLIMIT_NPROC, (0, 0)) if os.getuid() != 0 else None
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def main() -> None:
+    protocol_out = os.dup(1)
+    os.dup2(2, 1)  # anything printed by accident goes to stderr, not into the protocol
+    sys.stdout = sys.stderr
+    channel = Channel(0, protocol_out)
+    hello = channel.receive()
+    limit_self(int(hello.get("memory_bytes", 512 * 1024 * 1024)))
+    workdir = hello.get("workdir")
+    if workdir:
+        os.chdir(workdir)
+    from .plan import compile_plan  # imported after the limits: plan code never sees modules
+
+    scheduler = Scheduler(channel)
+    runner: Any = None
+    run_id: Any = None
+    channel.send({"op": "ready", "pid": os.getpid()})
+    while True:
+        message = channel.receive()
+        op = message.get("op")
+        if op == "load":
+            try:
+                plan = compile_plan(message["source"], tools=message.get("tools"),
+                                    allowed_imports=message.get("allowed_imports")
+                                    or _default_imports())
+                runner = plan.load(
+                    tools=_tool_stubs(message.get("tools") or [], channel, scheduler),
+                    print_sink=lambda text: channel.send({"op": "print", "text": text}),
+                )
+                channel.send({"op": "loaded"})
+            except Exception as exc:
+                channel.send({"op": "load_failed", "error": error_info(exc)})
+        elif op == "start":
+            run_id = message["run"]
+            scheduler.waiting.clear()
+            current = run_id
+
+            def finished(ok: bool, value: Any, current: Any = current) -> None:
+                try:
+                    if ok:
+                        channel.send({"op": "done", "run": current, "value": value})
+                        return
+                except (TypeError, ValueError) as exc:  # a live object: only data crosses
+                    ok, value = False, TypeError(f"the plan returned a value that is not "
+                                                 f"plain data: {exc}")
+                channel.send({"op": "failed", "run": current, "error": error_info(value)})
+
+            scheduler.spawn(
+                _as_coroutine(runner(Event(message["event"]), StepProxy(scheduler))), finished
+            )
+        elif op == "reply":
+            scheduler.deliver(int(message["call"]), message)
+        elif op == "body":
+            _run_body(channel, scheduler, message)
+        elif op == "cancel":
+            for task in scheduler.waiting.values():
+                task.coroutine.close()
+            scheduler.waiting.clear()
+            channel.send({"op": "cancelled", "run": message.get("run")})
+        elif op == "exit":
+            return
+
+
+def _run_body(channel: Channel, scheduler: Scheduler, message: dict[str, Any]) -> None:
+    body_id = int(message["body"])
+    reply_to = int(message["call"])
+    fn = scheduler.bodies.get(body_id)
+
+    def finish(ok: bool, value: Any) -> None:
+        out: dict[str, Any] = {"op": "body_result", "call": reply_to}
+        if ok:
+            out["value"] = value
+        else:
+            out["error"] = error_info(value)
+        try:
+            channel.send(out)
+        except (TypeError, ValueError) as exc:  # a live object: only data crosses
+            channel.send({"op": "body_result", "call": reply_to,
+                          "error": {"name": "TypeError", "message": str(exc)}})
+
+    if fn is None:
+        finish(False, RuntimeError("unknown step body"))
+        return
+    try:
+        result = fn()
+    except Exception as exc:
+        finish(False, exc)
+        return
+    if hasattr(result, "__await__"):
+        scheduler.spawn(_as_coroutine(result), finish)
+    else:
+        finish(True, result)
+
+
+def _tool_stubs(names: list[str], channel: Channel, scheduler: Scheduler) -> dict[str, Any]:
+    caller = tool_caller(channel, scheduler)
+
+    def stub(name: str) -> Callable[..., Any]:
+        def invoke(*args: Any, **kwargs: Any) -> Any:
+            return caller(name, list(args), kwargs)
+        return invoke
+
+    return {name: stub(name) for name in names}
+
+
+def _default_imports() -> frozenset[str]:
+    from .validate import DEFAULT_IMPORTS
+    return DEFAULT_IMPORTS
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,410 @@
+"""Running plans in sandbox processes, the way an isolate runs tenant code.
+
+A :class:`SandboxPool` keeps warm processes (``python -I -m sandbox._child``), each limited in
+memory and forbidden to grow files, each running one plan run at a time. The host side of a run
+is an ordinary ``async def run(event, step)``: every step call and tool call of the plan arrives
+as a message, the host performs it with the real ``step`` (which keeps the journal, retries and
+timeouts) or the real tool, and answers with plain data. A watchdog reads the process's CPU time;
+a run over its CPU budget, or a process that dies, fails that run alone and the process is
+replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import _wire
+from .plan import compile_plan
+from .validate import DEFAULT_IMPORTS
+
+Runner = Callable[[Any, Any], Awaitable[Any]]
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+class SandboxError(Exception):
+    """A sandboxed run failed for a reason outside the plan's own code."""
+
+
+class SandboxLimitError(SandboxError):
+    """The run went over a limit (CPU time, memory) and its process was killed."""
+
+
+class SandboxCrashed(SandboxError):
+    """The sandbox process died or broke the protocol."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int = 512 * 1024 * 1024
+    cpu_seconds: float = 10.0  # per run, checked every ``check_every`` seconds
+    check_every: float = 0.05
+
+
+class _Process:
+    def __init__(self, proc: asyncio.subprocess.Process, workdir: str) -> None:
+        self.proc = proc
+        self.workdir = workdir
+        self.plan_sha: str | None = None
+        assert proc.stdout is not None and proc.stdin is not None
+        self.reader = proc.stdout
+        self.writer = proc.stdin
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.writer.write(_wire.encode(message))
+        await self.writer.drain()
+
+    async def receive(self) -> dict[str, Any]:
+        return await _wire.read(self.reader)
+
+    def cpu_seconds(self) -> float:
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class SandboxPool:
+    """Warm sandbox processes; ``runner(source, tools=...)`` gives workflow code for a plan."""
+
+    def __init__(self, *, size: int = 2, max_size: int = 8, limits: Limits | None = None) -> None:
+        self.size = size
+        self.max_size = max(size, max_size)
+        self.limits = limits or Limits()
+        self._idle: list[_Process] = []
+        self._count = 0
+        self._freed = asyncio.Condition()
+        self._closed = False
+
+    async def start(self) -> SandboxPool:
+        procs = await asyncio.gather(*(self._spawn() for _ in range(self.size)))
+        self._idle.extend(procs)
+        return self
+
+    async def __aenter__(self) -> SandboxPool:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed = True
+        for process in self._idle:
+            process.kill()
+            await process.proc.wait()
+        self._idle.clear()
+
+    async def _spawn(self) -> _Process:
+        self._count += 1
+        workdir = tempfile.mkdtemp(prefix="agentflow-sandbox-")
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-I", "-m", "sandbox._child",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL, cwd=workdir,
+        )
+        process = _Process(proc, workdir)
+        await process.send({"op": "hello", "memory_bytes": self.limits.memory_bytes,
+                            "workdir": workdir})
+        ready = await process.receive()
+        if ready.get("op") != "ready":
+            process.kill()
+            raise SandboxCrashed(f"sandbox process did not start: {ready}")
+        return process
+
+    async def _acquire(self, sha: str) -> _Process:
+        async with self._freed:
+            while True:
+                for process in self._idle:
+                    if process.plan_sha == sha:
+                        self._idle.remove(process)
+                        return process
+                if self._idle:
+                    return self._idle.pop(0)
+                if self._count < self.max_size:
+                    break
+                await self._freed.wait()
+        return await self._spawn()
+
+    async def _release(self, process: _Process, healthy: bool) -> None:
+        if not healthy or self._closed:
+            process.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(process.proc.wait(), 5)  # reap it
+            self._count -= 1
+            if not self._closed and self._count < self.size:
+                with contextlib.suppress(Exception):
+                    replacement = await self._spawn()
+                    async with self._freed:
+                        self._idle.append(replacement)
+                        self._freed.notify()
+            return
+        async with self._freed:
+            self._idle.append(process)
+            self._freed.notify()
+
+    def runner(
+        self,
+        source: str,
+        *,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+        print_sink: Callable[[str], None] | None = None,
+        allowed_imports: frozenset[str] = DEFAULT_IMPORTS,
+    ) -> Runner:
+        """Workflow code (``async def run(event, step)``) that runs ``source`` sandboxed.
+        The plan is validated here; :class:`PlanRejected` says why if it is not valid."""
+        granted = dict(tools or {})
+        plan = compile_plan(source, tools=granted, allowed_imports=allowed_imports)
+
+        async def run(event: Any, step: Any) -> Any:
+            process = await self._acquire(plan.sha256)
+            healthy = False
+            try:
+                if process.plan_sha != plan.sha256:
+                    await _load(process, source, granted, allowed_imports)
+                    process.plan_sha = plan.sha256
+                session = _Session(process, step, granted, print_sink, self.limits)
+                result = await session.run(event)
+                healthy = session.reusable
+                return result
+            finally:
+                await self._release(process, healthy)
+
+        return run
+
+
+async def _load(process: _Process, source: str, tools: Mapping[str, Any],
+                allowed_imports: frozenset[str]) -> None:
+    await process.send({"op": "load", "source": source, "tools": sorted(tools),
+                        "allowed_imports": sorted(allowed_imports)})
+    reply = await process.receive()
+    if reply.get("op") != "loaded":
+        raise SandboxCrashed(f"the sandbox could not load the plan: {reply.get('error')}")
+
+
+def _event_data(event: Any) -> dict[str, Any]:
+    timestamp = getattr(event, "timestamp", None)
+    return {
+        "payload": getattr(event, "payload", None),
+        "timestamp": timestamp.isoformat() if isinstance(timestamp, datetime) else None,
+        "instance_id": getattr(event, "instance_id", None),
+        "workflow_name": getattr(event, "workflow_name", None),
+    }
+
+
+_RUN_IDS = itertools.count(1)
+
+
+class _Session:
+    """The host side of one run: answers the plan's messages until it finishes."""
+
+    def __init__(self, process: _Process, step: Any, tools: Mapping[str, Callable[..., Any]],
+                 print_sink: Callable[[str], None] | None, limits: Limits) -> None:
+        self.process = process
+        self.step = step
+        self.tools = tools
+        self.print_sink = print_sink
+        self.limits = limits
+        self.bodies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self.calls = itertools.count(1)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ending: BaseException | None = None
+        self.ended = asyncio.Event()
+        self.reusable = False
+        self.id = next(_RUN_IDS)
+
+    async def run(self, event: Any) -> Any:
+        await self.process.send({"op": "start", "run": self.id, "event": _event_data(event)})
+        watchdog = asyncio.create_task(self._watch(self.process.cpu_seconds()))
+        try:
+            outcome = await self._serve()
+        finally:
+            watchdog.cancel()
+            for task in self.tasks:
+                task.cancel()
+        return outcome
+
+    async def _serve(self) -> Any:
+        receiving = asyncio.ensure_future(self.process.receive())
+        try:
+            while True:
+                ending = asyncio.ensure_future(self.ended.wait())
+                await asyncio.wait({receiving, ending}, return_when=asyncio.FIRST_COMPLETED)
+                ending.cancel()
+                if self.ending is not None:
+                    await self._cancel_child(receiving)
+                    raise self.ending
+                try:
+                    message = receiving.result()
+                except (asyncio.IncompleteReadError, _wire.WireError, ConnectionError) as exc:
+                    raise self._died(exc) from None
+                receiving = asyncio.ensure_future(self.process.receive())
+                finished, value = self._dispatch(message)
+                if finished:
+                    self.reusable = True
+                    return value
+        finally:
+            receiving.cancel()
+
+    def _end(self, exc: BaseException) -> None:
+        if self.ending is None:
+            self.ending = exc
+            self.ended.set()
+
+    def _died(self, exc: BaseException) -> BaseException:
+        if self.ending is not None:
+            return self.ending
+        code = self.process.proc.returncode
+        return SandboxCrashed(f"the sandbox process died ({type(exc).__name__}, exit {code}); "
+                              "the plan may have exhausted its memory")
+
+    async def _watch(self, start: float) -> None:
+        while True:
+            await asyncio.sleep(self.limits.check_every)
+            used = self.process.cpu_seconds() - start
+            if used > self.limits.cpu_seconds:
+                self.process.kill()
+                self._end(SandboxLimitError(
+                    f"the plan used more than {self.limits.cpu_seconds:g} s of CPU time in "
+                    "one run; look for an endless loop or an explosive computation"
+                ))
+                return
+
+    def _dispatch(self, message: dict[str, Any]) -> tuple[bool, Any]:
+        op = message["op"]
+        if op == "done":
+            return True, message.get("value")
+        if op == "failed":
+            raise plan_error(message.get("error") or {})
+        if op == "print":
+            if self.print_sink is not None:
+                self.print_sink(str(message.get("text", "")))
+        elif op == "body_result":
+            future = self.bodies.pop(int(message["call"]), None)
+            if future is not None and not future.done():
+                future.set_result(message)
+        elif op in ("step", "tool"):
+            task = asyncio.create_task(
+                self._step(message) if op == "step" else self._tool(message)
+            )
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return False, None
+
+    async def _reply(self, call: Any, **fields: Any) -> None:
+        try:
+            await self.process.send({"op": "reply", "call": call, **fields})
+        except (TypeError, ValueError) as exc:
+            await self.process.send({"op": "reply", "call": call,
+                                     "error": {"name": "TypeError", "message": str(exc)}})
+
+    async def _tool(self, message: dict[str, Any]) -> None:
+        name = message.get("name")
+        fn = self.tools.get(name) if isinstance(name, str) else None
+        try:
+            if fn is None:
+                raise AttributeError(f"no tool named {name!r} is granted")
+            result = fn(*(message.get("args") or []), **(message.get("kwargs") or {}))
+            if inspect.isawaitable(result):
+                result = await result
+            await self._reply(message["call"], value=_plain(result))
+        except Exception as exc:
+            await self._reply(message["call"], error=_info(exc))
+
+    async def _step(self, message: dict[str, Any]) -> None:
+        method = message.get("method")
+        try:
+            value = await self._perform(method, message)
+        except Exception as exc:
+            await self._reply(message["call"], error=_info(exc))
+        except BaseException as exc:  # the engine suspends or stops the run
+            self._end(exc)
+        else:
+            await self._reply(message["call"], value=value)
+
+    async def _perform(self, method: Any, message: dict[str, Any]) -> Any:
+        name = message.get("name")
+        if method == "do":
+            body = int(message["body"])
+
+            async def run_body() -> Any:
+                call = next(self.calls)
+                future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+                self.bodies[call] = future
+                await self.process.send({"op": "body", "body": body, "call": call})
+                result = await future
+                if "error" in result:
+                    raise plan_error(result["error"])
+                return result.get("value")
+
+            kwargs = {k: message[k] for k in ("retries", "timeout") if message.get(k) is not None}
+            return await self.step.do(name, run_body, **kwargs)
+        if method == "sleep":
+            return await self.step.sleep(name, message.get("duration"))
+        if method == "sleep_until":
+            return await self.step.sleep_until(name, message.get("when"))
+        if method == "wait_for_event":
+            event = await self.step.wait_for_event(
+                name, type=message.get("type"), timeout=message.get("timeout", "24 hours")
+            )
+            return {"type": event.type, "payload": event.payload,
+                    "timestamp": event.timestamp.isoformat()}
+        raise AttributeError(f"step has no method {method!r}")
+
+    async def _cancel_child(self, receiving: asyncio.Future[dict[str, Any]]) -> None:
+        """After the engine ended the run, stop the plan in the child and keep the process
+        only if it acknowledges in time."""
+        if self.process.proc.returncode is not None:
+            return
+        with contextlib.suppress(Exception):
+            await self.process.send({"op": "cancel", "run": self.id})
+            async with asyncio.timeout(1.0):
+                message = await receiving
+                while message.get("op") != "cancelled":
+                    message = await self.process.receive()
+                self.reusable = True
+
+
+_ERRORS: dict[str, type[Exception]] = {}
+
+
+class PlanFailed(Exception):
+    """Base of errors raised in a sandboxed plan whose class is not a builtin."""
+
+
+def plan_error(info: dict[str, Any]) -> Exception:
+    """The host-side exception for an error raised in the sandbox: the builtin class of that
+    name, or a :class:`PlanFailed` subclass with the same class name."""
+    name = str(info.get("name", "PlanFailed"))
+    message = str(info.get("message", ""))
+    builtin = getattr(__import__("builtins"), name, None)
+    if isinstance(builtin, type) and issubclass(builtin, Exception) and name.isidentifier():
+        return builtin(message)
+    if name not in _ERRORS:
+        _ERRORS[name] = type(name if name.isidentifier() else "PlanFailed", (PlanFailed,), {})
+    return _ERRORS[name](message)
+
+
+def _info(exc: BaseException) -> dict[str, str]:
+    return {"name": type(exc).__name__, "message": str(exc)}
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else value
