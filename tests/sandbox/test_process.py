@@ -1,0 +1,190 @@
+"""Plans in sandbox processes: results, limits that fail only the guilty instance, reuse."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import agentflow as af
+import sandbox
+from sandbox.process import Limits, SandboxPool
+from tests.conftest import wait_for
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[SandboxPool]:
+    async with SandboxPool(size=2, max_size=4, limits=Limits(cpu_seconds=0.5)) as pool:
+        yield pool
+
+
+async def test_a_plan_runs_in_a_sandbox_process(
+    engine: af.Engine, clock: af.FakeClock, pool: SandboxPool
+) -> None:
+    source = '''
+import json
+import math
+
+async def run(event, step):
+    page = await step.do("fetch", lambda: tools.fetch(event.payload["url"]))
+    lint, tests = await step.all(
+        step.do("lint", lambda: tools.check("lint")),
+        step.do("tests", lambda: tools.check("tests")),
+    )
+    await step.sleep("cool down", "1 hour")
+    approval = await step.wait_for_event("approval", type="approve", timeout="1 day")
+    try:
+        await step.do("flaky", lambda: tools.fail(), retries={"limit": 1, "delay": 0})
+    except ValueError as exc:
+        failure = str(exc)
+    print("deployed", page["size"])
+    return {"size": page["size"], "checks": [lint, tests], "by": approval.payload["by"],
+            "failure": failure, "root": math.sqrt(page["size"]), "j": json.dumps([1])}
+'''
+    calls: list[str] = []
+    logs: list[str] = []
+
+    def fail() -> None:
+        calls.append("fail")
+        raise ValueError("still broken")
+
+    tools = {
+        "fetch": lambda url: calls.append(f"fetch {url}") or {"url": url, "size": 16},
+        "check": lambda what: calls.append(what) or f"{what} ok",
+        "fail": fail,
+    }
+    instance = await engine.register("p", pool.runner(source, tools=tools, print_sink=logs.append)
+                                     ).create(params={"url": "https://x"})
+    await wait_for(instance, "waiting", timeout=30)  # the sleep
+    await clock.advance(3600)
+    await asyncio.sleep(0.1)
+    await wait_for(instance, "waiting", timeout=30)  # the approval
+    await instance.send_event("approve", {"by": "ada"})
+    details = await wait_for(instance, "complete", "errored")
+    assert details.error is None
+    assert details.output == {"size": 16, "checks": ["lint ok", "tests ok"], "by": "ada",
+                              "failure": "still broken", "root": 4.0, "j": "[1]"}
+    # Every step body ran once despite three replays; the failing one once per attempt.
+    assert sorted(calls) == sorted(["fetch https://x", "lint", "tests", "fail", "fail"])
+    assert "deployed 16\n" in logs
+
+
+LIMIT_PLANS = {
+    "endless loop": "async def run(event, step):\n    while True:\n        pass\n",
+    "endless loop in a step": (
+        "def spin():\n    while True:\n        pass\n"
+        "async def run(event, step):\n    return await step.do('spin', spin)\n"
+    ),
+    "huge power": "async def run(event, step):\n    return 10 ** (10 ** 9) > 1\n",
+    "catastrophic regex": (
+        "import re\nasync def run(event, step):\n"
+        "    return bool(re.match('(a+)+$', 'a' * 40 + 'b'))\n"
+    ),
+    "10 GB string": "async def run(event, step):\n    return len('x' * (10 ** 10))\n",
+    "billion-element list": "async def run(event, step):\n    return len(list(range(10**9)))\n",
+    "deep recursion": (
+        "def f(n):\n    return f(n + 1)\nasync def run(event, step):\n    return f(0)\n"
+    ),
+}
+EXPECTED_ERROR = {
+    "endless loop": "SandboxLimitError", "endless loop in a step": "SandboxLimitError",
+    "huge power": "SandboxLimitError", "catastrophic regex": "SandboxLimitError",
+    "10 GB string": "MemoryError", "billion-element list": "MemoryError",
+    "deep recursion": "RecursionError",
+}
+
+
+async def test_limits_fail_only_the_guilty_instances(engine: af.Engine, pool: SandboxPool,
+                                                     tmp_path: Path) -> None:
+    healthy = engine.register(
+        "healthy", pool.runner("async def run(event, step):\n"
+                               "    return await step.do('a', lambda: event.payload * 2)\n")
+    )
+    guilty = {
+        name: await engine.register(f"bad-{n}", pool.runner(source)).create()
+        for n, (name, source) in enumerate(LIMIT_PLANS.items())
+    }
+    good = [await healthy.create(params=n) for n in range(5)]
+    for name, instance in guilty.items():
+        details = await wait_for(instance, "errored", "complete", timeout=30)
+        assert details.status == "errored", name
+        assert details.error is not None and details.error.name == EXPECTED_ERROR[name], (
+            name, details.error)
+    for n, instance in enumerate(good):
+        assert (await wait_for(instance, "complete", timeout=30)).output == n * 2
+    # The engine is still fine and the pool still serves plans.
+    again = await healthy.create(params=21)
+    assert (await wait_for(again, "complete", timeout=30)).output == 42
+
+
+async def test_a_print_flood_is_bounded(engine: af.Engine, pool: SandboxPool) -> None:
+    logs: list[str] = []
+    source = "async def run(event, step):\n    for i in range(100000):\n" \
+             "        print('x' * 100)\n    return 'done'\n"
+    instance = await engine.register("p", pool.runner(source, print_sink=logs.append)).create()
+    assert (await wait_for(instance, "complete", timeout=30)).output == "done"
+    total = sum(len(line) for line in logs)
+    assert 64 * 1024 <= total <= 65 * 1024
+    assert logs[-1].endswith("[print output truncated]\n")
+
+
+async def test_only_plain_data_leaves_the_sandbox(engine: af.Engine, pool: SandboxPool) -> None:
+    returns_step = "async def run(event, step):\n    return step\n"
+    returns_lambda = ("async def run(event, step):\n    return await step.do('f', lambda: len, "
+                      "retries={'limit': 0})\n")
+    for name, source in (("step", returns_step), ("lambda", returns_lambda)):
+        instance = await engine.register(name, pool.runner(source)).create()
+        details = await wait_for(instance, "errored", timeout=30)
+        assert details.error is not None and details.error.name == "TypeError"
+
+
+async def test_the_sandbox_cannot_touch_files(engine: af.Engine, pool: SandboxPool,
+                                              tmp_path: Path) -> None:
+    canary = tmp_path / "canary.txt"
+    canary.write_text("secret")
+    before = os.stat(canary)
+    source = (
+        "async def run(event, step):\n    return await step.do('read', "
+        "lambda: tools.echo(event.payload))\n"
+    )
+    instance = await engine.register("p", pool.runner(source, tools={"echo": lambda p: p})
+                                     ).create(params=str(canary))
+    assert (await wait_for(instance, "complete", timeout=30)).output == str(canary)
+    with pytest.raises(sandbox.PlanRejected):
+        pool.runner("async def run(event, step):\n    return open(event.payload).read()\n")
+    assert canary.read_text() == "secret"
+    assert os.stat(canary).st_mtime == before.st_mtime
+
+
+async def test_a_warm_process_is_reused_for_the_same_plan(pool: SandboxPool) -> None:
+    class Step:
+        async def do(self, name: str, fn: Any, **_: Any) -> Any:
+            return await fn()
+
+    class Event:
+        payload = None
+        timestamp = None
+        instance_id = "i"
+        workflow_name = "w"
+
+    runner = pool.runner("async def run(event, step):\n    return await step.do('a', lambda: 1)\n")
+    assert [await runner(Event(), Step()) for _ in range(5)] == [1] * 5
+    assert pool._count <= pool.max_size
+    assert sum(1 for p in pool._idle if p.plan_sha is not None) == 1
+
+
+async def test_a_crashed_process_is_replaced(engine: af.Engine, pool: SandboxPool) -> None:
+    kill = "async def run(event, step):\n    return len('x' * (10 ** 10))\n"
+    ok = "async def run(event, step):\n    return await step.do('a', lambda: 'fine')\n"
+    first = await engine.register("kill", pool.runner(kill)).create()
+    await wait_for(first, "errored", timeout=30)
+    results = await asyncio.gather(*[
+        wait_for(await engine.register(f"ok{n}", pool.runner(ok)).create(), "complete",
+                 timeout=30)
+        for n in range(3)
+    ])
+    assert [d.output for d in results] == ["fine"] * 3
