@@ -221,7 +221,7 @@ def _call_parts(call: ast.Call) -> list[ast.AST]:
 
 
 def _check_node(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagnostic]:
-    for check_one in _NODE_CHECKS:
+    for check_one in _CHECKS_BY_TYPE.get(type(node), ()):
         yield from check_one(node, in_step, ctx)
 
 
@@ -334,7 +334,12 @@ def _except_rule(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagno
                     )
 
 
-_NODE_CHECKS: tuple[Callable[[ast.AST, bool, _Context], Iterator[Diagnostic]], ...] = (
-    _tools_rule, _unknown_tool_rule, _nondeterminism_rule, _step_name_rule,
-    _forbidden_name_rule, _except_rule,
-)
+_Rule = Callable[[ast.AST, bool, _Context], Iterator[Diagnostic]]
+# Each rule looks at one kind of node; dispatching on the type keeps the walk cheap.
+_CHECKS_BY_TYPE: dict[type[ast.AST], tuple[_Rule, ...]] = {
+    ast.Name: (_tools_rule, _forbidden_name_rule),
+    ast.Attribute: (_unknown_tool_rule,),
+    ast.Call: (_nondeterminism_rule, _step_name_rule),
+    ast.ExceptHandler: (_except_rule,),
+    ast.Try: (_except_rule,),
+}

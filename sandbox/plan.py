@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-from ._policy import PlanPolicy
 from ._runtime import plan_globals
 from .report import PlanRejected, Report
-from .validate import DEFAULT_IMPORTS, validate
+from .validate import DEFAULT_IMPORTS, analyse
 
 Runner = Callable[[Any, Any], Awaitable[Any]]
 
@@ -56,12 +55,9 @@ def compile_plan(
 ) -> CompiledPlan:
     """Validate and compile; raises :class:`PlanRejected` (with the report) if not valid."""
     allowed = frozenset(allowed_imports)
-    report = validate(source, tools=tools, allowed_imports=allowed)
-    if not report.ok:
+    report, restricted = analyse(source, tools=tools, allowed_imports=allowed)
+    if restricted is None:
         raise PlanRejected(report)
-    tree = ast.parse(source, filename="<plan>")
-    policy = PlanPolicy()
-    restricted = policy.visit(tree)
     ast.fix_missing_locations(restricted)
     code = compile(restricted, filename="<plan>", mode="exec")
     return CompiledPlan(source, report.sha256, report, code, allowed)

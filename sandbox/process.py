@@ -225,47 +225,44 @@ class _Session:
         self.calls = itertools.count(1)
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
-        self.ended = asyncio.Event()
+        self.serving: asyncio.Task[Any] | None = None
         self.reusable = False
         self.id = next(_RUN_IDS)
 
     async def run(self, event: Any) -> Any:
         await self.process.send({"op": "start", "run": self.id, "event": _event_data(event)})
         watchdog = asyncio.create_task(self._watch(self.process.cpu_seconds()))
+        self.serving = asyncio.create_task(self._serve())
         try:
-            outcome = await self._serve()
+            return await self.serving
+        except asyncio.CancelledError:
+            if self.ending is None:  # the engine cancelled us (terminate, shutdown)
+                self.serving.cancel()
+                raise
+            await self._cancel_child()
+            raise self.ending from None
         finally:
             watchdog.cancel()
             for task in self.tasks:
                 task.cancel()
-        return outcome
 
     async def _serve(self) -> Any:
-        receiving = asyncio.ensure_future(self.process.receive())
-        try:
-            while True:
-                ending = asyncio.ensure_future(self.ended.wait())
-                await asyncio.wait({receiving, ending}, return_when=asyncio.FIRST_COMPLETED)
-                ending.cancel()
-                if self.ending is not None:
-                    await self._cancel_child(receiving)
-                    raise self.ending
-                try:
-                    message = receiving.result()
-                except (asyncio.IncompleteReadError, _wire.WireError, ConnectionError) as exc:
-                    raise self._died(exc) from None
-                receiving = asyncio.ensure_future(self.process.receive())
-                finished, value = self._dispatch(message)
-                if finished:
-                    self.reusable = True
-                    return value
-        finally:
-            receiving.cancel()
+        while True:
+            try:
+                message = await self.process.receive()
+            except (asyncio.IncompleteReadError, _wire.WireError, ConnectionError) as exc:
+                raise self._died(exc) from None
+            finished, value = self._dispatch(message)
+            if finished:
+                self.reusable = True
+                return value
 
     def _end(self, exc: BaseException) -> None:
+        """End the run with ``exc`` (a limit, or the engine suspending or stopping it)."""
         if self.ending is None:
             self.ending = exc
-            self.ended.set()
+            if self.serving is not None:
+                self.serving.cancel()
 
     def _died(self, exc: BaseException) -> BaseException:
         if self.ending is not None:
@@ -367,7 +364,7 @@ class _Session:
                     "timestamp": event.timestamp.isoformat()}
         raise AttributeError(f"step has no method {method!r}")
 
-    async def _cancel_child(self, receiving: asyncio.Future[dict[str, Any]]) -> None:
+    async def _cancel_child(self) -> None:
         """After the engine ended the run, stop the plan in the child and keep the process
         only if it acknowledges in time."""
         if self.process.proc.returncode is not None:
@@ -375,9 +372,8 @@ class _Session:
         with contextlib.suppress(Exception):
             await self.process.send({"op": "cancel", "run": self.id})
             async with asyncio.timeout(1.0):
-                message = await receiving
-                while message.get("op") != "cancelled":
-                    message = await self.process.receive()
+                while (await self.process.receive()).get("op") != "cancelled":
+                    pass
                 self.reusable = True
 
 

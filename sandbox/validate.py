@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import copy
 from collections.abc import Iterable
 
 from . import _rules
@@ -25,21 +24,32 @@ def validate(
     allowed_imports: Iterable[str] = DEFAULT_IMPORTS,
 ) -> Report:
     """Check a plan. ``tools`` (the granted tool names) enables the unknown-tool check."""
+    return analyse(source, tools=tools, allowed_imports=allowed_imports)[0]
+
+
+def analyse(
+    source: object,
+    *,
+    tools: Iterable[str] | None = None,
+    allowed_imports: Iterable[str] = DEFAULT_IMPORTS,
+) -> tuple[Report, ast.Module | None]:
+    """The report, and the restricted syntax tree ready to compile when the plan is valid."""
     text, early = _admit(source)
     if early is not None:
-        return Report(text, (early,))
+        return Report(text, (early,)), None
     tree, problem = _parse(text)
     if problem is not None:
-        return Report(text, (problem,))
+        return Report(text, (problem,)), None
     assert tree is not None
     deep = _too_deep(tree)
     if deep is not None:
-        return Report(text, (deep,))
+        return Report(text, (deep,)), None
     granted = None if tools is None else frozenset(tools)
-    found = _restricted(tree) + _rules.check(
-        tree, allowed_imports=frozenset(allowed_imports), tools=granted
-    )
-    return Report(text, tuple(_dedupe(found)))
+    # The plan rules read the tree as written; the policy then rewrites it in place.
+    found = _rules.check(tree, allowed_imports=frozenset(allowed_imports), tools=granted)
+    found += _restricted(tree)
+    report = Report(text, tuple(_dedupe(found)))
+    return report, tree if report.ok else None
 
 
 def _admit(source: object) -> tuple[str, Diagnostic | None]:
@@ -90,7 +100,7 @@ def _too_deep(tree: ast.AST) -> Diagnostic | None:
 
 def _restricted(tree: ast.Module) -> list[Diagnostic]:
     policy = PlanPolicy()
-    policy.visit(copy.deepcopy(tree))  # the policy rewrites the tree it visits
+    policy.visit(tree)  # rewrites the tree: attribute access through guards, and so on
     return [
         Diagnostic("restricted", e.line, e.column, e.message,
                    "plans use a safe subset of Python: no names or attributes starting with "

@@ -1,0 +1,112 @@
+"""Sandbox costs: validate + compile a 100-line plan; a warm step round trip into a sandbox
+process (overhead per step against the same plan loaded in-process); a run's start on a warm
+pool (acquire a process, load the plan, run it) against a cold process start. One JSON line.
+
+    python bench/sandbox_bench.py [--steps 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import sandbox
+from sandbox.process import SandboxPool
+
+
+def hundred_line_plan() -> str:
+    lines = ["import json", "import math", "", "LIMIT = 10", ""]
+    for n in range(12):
+        lines += [f"def helper_{n}(items):", f"    total = {n}",
+                  "    for item in items:", "        total += item * 2",
+                  "    return {'n': total, 'root': math.sqrt(abs(total))}", ""]
+    lines += ["async def run(event, step):", "    data = event.payload or []"]
+    while len(lines) < 98:
+        k = len(lines)
+        lines.append(f"    r{k} = await step.do('step {k}', lambda: helper_{k % 12}(data))")
+    lines += ["    return json.dumps({'ok': True})", ""]
+    return "\n".join(lines)
+
+
+class BareStep:
+    """Runs bodies directly: the baseline without a journal."""
+
+    async def do(self, name: str, fn: Any, **_: Any) -> Any:
+        value = fn()
+        return await value if hasattr(value, "__await__") else value
+
+
+class Event:
+    payload: Any = None
+    timestamp = None
+    instance_id = "bench"
+    workflow_name = "bench"
+
+
+def steps_plan(k: int) -> str:
+    return (f"async def run(event, step):\n    total = 0\n    for i in range({k}):\n"
+            "        total += await step.do('s', lambda: i)\n    return total\n")
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=2000)
+    args = parser.parse_args()
+
+    source = hundred_line_plan()
+    times = []
+    for _ in range(50):
+        start = time.perf_counter()
+        sandbox.compile_plan(source)
+        times.append(time.perf_counter() - start)
+    compile_ms = statistics.median(times) * 1e3
+
+    k = args.steps
+    plan = steps_plan(k)
+    in_process = sandbox.compile_plan(plan).load()
+    start = time.perf_counter()
+    assert await in_process(Event(), BareStep()) == sum(range(k))
+    base = time.perf_counter() - start
+
+    async with SandboxPool(size=2) as pool:
+        runner = pool.runner(plan)
+        await runner(Event(), BareStep())  # warm: the plan is loaded in a process
+        start = time.perf_counter()
+        assert await runner(Event(), BareStep()) == sum(range(k))
+        sandboxed = time.perf_counter() - start
+
+        starts = []
+        for n in range(20):
+            fresh = pool.runner(f"async def run(event, step):\n    return {n}\n")
+            start = time.perf_counter()
+            assert await fresh(Event(), BareStep()) == n
+            starts.append(time.perf_counter() - start)
+        cold = []
+        for _ in range(3):
+            start = time.perf_counter()
+            process = await pool._spawn()
+            cold.append(time.perf_counter() - start)
+            process.kill()
+            await process.proc.wait()
+
+    print(json.dumps({
+        "bench": "sandbox", "plan_lines": source.count("\n"),
+        "validate_compile_ms": round(compile_ms, 3),
+        "steps": k, "in_process_step_us": round(base / k * 1e6, 2),
+        "sandboxed_step_us": round(sandboxed / k * 1e6, 2),
+        "round_trip_overhead_us": round((sandboxed - base) / k * 1e6, 2),
+        "warm_start_ms_p50": round(statistics.median(starts) * 1e3, 3),
+        "warm_start_ms_max": round(max(starts) * 1e3, 3),
+        "cold_process_start_ms": round(statistics.median(cold) * 1e3, 1),
+        "python": platform.python_version(), "cpus": os.cpu_count(),
+    }))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
