@@ -17,6 +17,7 @@ from .storage import HistoryItem, LeaseLost, StepRecord, Storage
 # A step still running after this long gets its 'started' history written without waiting for
 # its result, so followers of events() see it (see Worker._flush_loop).
 FLUSH_STARTED_AFTER = 0.1
+MAX_LOG_BYTES = 64 * 1024
 
 
 @dataclass(slots=True, eq=False)
@@ -57,6 +58,8 @@ class RunState:
     # Journal entries that are written with the run's next write rather than on their own:
     # each can be re-derived on replay from the clock alone (see Step).
     deferred: list[StepRecord] = field(default_factory=list)
+    logged: int = 0
+    replayed: int = 0  # journal entries at the start of the run: the replay's length
     busy: int = 0
     busy_since: float = 0.0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -147,6 +150,18 @@ class RunState:
     def take_deferred(self) -> list[StepRecord]:
         records, self.deferred = self.deferred, []
         return records
+
+    def log(self, text: str) -> None:
+        if self.calls < self.replayed:
+            return  # replaying: this output was logged by the run that first got here
+        left = MAX_LOG_BYTES - self.logged
+        if left <= 0:
+            return
+        if len(text) > left:
+            text = text[:left] + "\n[log truncated]\n"
+        self.logged += len(text)
+        self.pending_history.append(HistoryItem("instance.log", self.clock.now(), None,
+                                                {"text": text}))
 
     def take_history(self) -> list[HistoryItem]:
         items, self.pending_history = self.pending_history, []

@@ -38,7 +38,7 @@ async def load_run(ctx: RunContext, row: InstanceRow) -> RunState:
         iid=row.iid, instance_id=row.id, owner=row.owner, storage=ctx.storage, clock=ctx.clock,
         max_steps=ctx.max_steps, journal={(r.name, r.count): r for r in journal},
         notify=ctx.notify, pause_requested=row.status == "waiting_for_pause",
-        busy_runs=ctx.busy_runs, deadlines=ctx.deadlines,
+        busy_runs=ctx.busy_runs, deadlines=ctx.deadlines, replayed=len(journal),
     )
 
 

@@ -227,6 +227,13 @@ class Step:
             ))
         raise run.suspend_until(deadline_at, event_type)
 
+    # -- the instance's log -----------------------------------------------------------------
+    def log(self, text: str) -> None:
+        """Append ``text`` to the instance's log: an 'instance.log' event in ``events()``,
+        written with the run's next write. Output beyond 64 KiB per run is dropped, and so is
+        output while the run replays journaled steps (the first run logged it)."""
+        self._run.log(str(text))
+
     # -- parallel steps ---------------------------------------------------------------------
     async def all(self, *awaitables: Awaitable[T]) -> list[T]:
         """Run steps concurrently; results in argument order (``asyncio.gather`` for plans)."""

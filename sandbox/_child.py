@@ -284,11 +284,14 @@ def main() -> None:
     workdir = hello.get("workdir")
     if workdir:
         os.chdir(workdir)
+    from ._runtime import PrintLog
     from .plan import compile_plan  # imported after the limits: plan code never sees modules
 
     scheduler = Scheduler(channel)
     runner: Any = None
     run_id: Any = None
+    # print output is bounded per run: each run gets a fresh budget
+    run_log = [PrintLog(lambda text: channel.send({"op": "print", "text": text}))]
     channel.send({"op": "ready", "pid": os.getpid()})
     while True:
         message = channel.receive()
@@ -300,7 +303,7 @@ def main() -> None:
                                     or _default_imports())
                 runner = plan.load(
                     tools=_tool_stubs(message.get("tools") or [], channel, scheduler),
-                    print_sink=lambda text: channel.send({"op": "print", "text": text}),
+                    print_sink=lambda text: run_log[0].write(text), print_limit=None,
                 )
                 channel.send({"op": "loaded"})
             except Exception as exc:
@@ -308,6 +311,7 @@ def main() -> None:
         elif op == "start":
             run_id = message["run"]
             scheduler.waiting.clear()
+            run_log[0] = PrintLog(lambda text: channel.send({"op": "print", "text": text}))
             current = run_id
 
             def finished(ok: bool, value: Any, current: Any = current) -> None:

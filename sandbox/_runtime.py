@@ -65,16 +65,18 @@ def _apply(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 class PrintLog:
     """Where ``print`` in a plan goes: lines handed to ``sink``, at most ``limit`` bytes."""
 
-    def __init__(self, sink: Callable[[str], None] | None, limit: int = MAX_PRINT_BYTES) -> None:
+    def __init__(
+        self, sink: Callable[[str], None] | None, limit: int | None = MAX_PRINT_BYTES
+    ) -> None:
         self._sink = sink
-        self._left = limit
+        self._left = limit if limit is not None else float("inf")
         self._cut = False
 
     def write(self, text: str) -> None:
         if self._cut:
             return
         if len(text) > self._left:
-            text = text[: self._left] + "\n[print output truncated]\n"
+            text = text[: int(self._left)] + "\n[print output truncated]\n"
             self._cut = True
         self._left -= len(text)
         if self._sink is not None:
@@ -147,12 +149,12 @@ async def _plain_after(awaitable: Any) -> Any:
 
 def plan_globals(
     *, tools: Mapping[str, Callable[..., Any]], allowed_imports: frozenset[str],
-    print_sink: Callable[[str], None] | None,
+    print_sink: Callable[[str], None] | None, print_limit: int | None = MAX_PRINT_BYTES,
 ) -> dict[str, Any]:
     builtins: dict[str, Any] = dict(_FUNCTIONS)
     builtins.update({name: getattr(__import__("builtins"), name) for name in _EXCEPTIONS.split()})
     builtins["__import__"] = importer(allowed_imports)
-    log = PrintLog(print_sink)
+    log = PrintLog(print_sink, print_limit)
     return {
         "__builtins__": builtins,
         "__name__": "plan",

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-from ._runtime import plan_globals
+from ._runtime import MAX_PRINT_BYTES, PrintLog, plan_globals
 from .report import PlanRejected, Report
 from .validate import DEFAULT_IMPORTS, analyse
 
@@ -36,15 +37,52 @@ class CompiledPlan:
         *,
         tools: Mapping[str, Callable[..., Any]] | None = None,
         print_sink: Callable[[str], None] | None = None,
+        print_limit: int | None = MAX_PRINT_BYTES,
     ) -> Runner:
-        """Execute the module in fresh restricted globals; return its ``run(event, step)``."""
+        """Execute the module in fresh restricted globals; return its ``run(event, step)``.
+        ``print`` output goes to ``print_sink``, at most ``print_limit`` bytes in all."""
         namespace = plan_globals(
-            tools=tools or {}, allowed_imports=self.allowed_imports, print_sink=print_sink
+            tools=tools or {}, allowed_imports=self.allowed_imports, print_sink=print_sink,
+            print_limit=print_limit,
         )
         exec(self.code, namespace)  # restricted bytecode: see the module docstring
         run = namespace["run"]
         runner: Runner = run
         return runner
+
+    def runner(
+        self,
+        *,
+        tools: Mapping[str, Callable[..., Any]] | None = None,
+        print_sink: Callable[[str], None] | None = None,
+    ) -> Runner:
+        """Workflow code running this plan in process. ``print`` goes to the instance's log
+        (``step.log``, when the step has one) and to ``print_sink``, bounded per run."""
+
+        def route(text: str) -> None:
+            current = _RUN_LOG.get()
+            if current is not None:
+                current.write(text)
+
+        run = self.load(tools=tools, print_sink=route, print_limit=None)
+
+        async def run_in_process(event: Any, step: Any) -> Any:
+            log = getattr(step, "log", None)
+            sinks = [s for s in (log if callable(log) else None, print_sink) if s is not None]
+            def write(text: str) -> None:
+                for sink in sinks:
+                    sink(text)
+
+            token = _RUN_LOG.set(PrintLog(write))
+            try:
+                return await run(event, step)
+            finally:
+                _RUN_LOG.reset(token)
+
+        return run_in_process
+
+
+_RUN_LOG: ContextVar[PrintLog | None] = ContextVar("agentflow_plan_print", default=None)
 
 
 def compile_plan(

@@ -290,8 +290,12 @@ class _Session:
         if op == "failed":
             raise plan_error(message.get("error") or {})
         if op == "print":
+            text = str(message.get("text", ""))
             if self.print_sink is not None:
-                self.print_sink(str(message.get("text", "")))
+                self.print_sink(text)
+            log = getattr(self.step, "log", None)  # an agentflow step keeps the instance's log
+            if callable(log):
+                log(text)
         elif op == "body_result":
             future = self.bodies.pop(int(message["call"]), None)
             if future is not None and not future.done():

@@ -188,3 +188,25 @@ async def test_a_crashed_process_is_replaced(engine: af.Engine, pool: SandboxPoo
         for n in range(3)
     ])
     assert [d.output for d in results] == ["fine"] * 3
+
+
+PRINTING_PLAN = (
+    "async def run(event, step):\n    print('starting', event.payload)\n"
+    "    await step.sleep('nap', 10)\n    print('woke')\n    return 'ok'\n"
+)
+
+
+@pytest.mark.parametrize("mode", ["process", "in-process"])
+async def test_print_goes_to_the_instance_log(
+    engine: af.Engine, clock: af.FakeClock, pool: SandboxPool, mode: str
+) -> None:
+    runner = (pool.runner(PRINTING_PLAN) if mode == "process"
+              else sandbox.compile_plan(PRINTING_PLAN).runner())
+    instance = await engine.register("p", runner).create(params=7)
+    await wait_for(instance, "waiting", timeout=30)
+    await clock.advance(10)
+    assert (await wait_for(instance, "complete", timeout=30)).output == "ok"
+    logs = [e.data["text"] async for e in instance.events(follow=False)
+            if e.type == "instance.log"]
+    # The replay after the sleep prints 'starting' again, but only the first run logs it.
+    assert logs == ["starting 7\n", "woke\n"]
