@@ -267,6 +267,38 @@ def tool_caller(channel: Channel, scheduler: Scheduler) -> Callable[..., Any]:
 
 
 # -- the process ------------------------------------------------------------------------------
+_BLOCKED_EVENTS = (
+    "open", "socket.", "subprocess.", "os.system", "os.exec", "os.fork", "os.forkpty",
+    "os.posix_spawn", "os.spawn", "os.kill", "os.remove", "os.rename", "os.mkdir", "os.rmdir",
+    "os.chmod", "os.chown", "os.link", "os.symlink", "os.truncate", "os.putenv", "os.unsetenv",
+    "shutil.", "ctypes.", "sys._getframe", "sys.settrace", "sys.setprofile", "code.__new__",
+    "function.__new__", "object.__getattr__", "winreg.", "urllib.", "ftplib.", "smtplib.",
+    "http.", "imaplib.", "poplib.", "telnetlib.", "webbrowser.", "pty.",
+)
+
+
+class SandboxViolation(RuntimeError):
+    """Raised inside the sandbox process by the audit hook."""
+
+
+def lock_down() -> None:
+    """Defense in depth under the RestrictedPython policy: from here on this process may not
+    open files or sockets, start processes, or import modules it has not imported already.
+    Audit hooks cannot be removed once added."""
+    import _strptime  # type: ignore[import-not-found]  # noqa: F401 - imported lazily by strptime
+
+    loaded = frozenset(sys.modules)
+
+    def hook(event: str, args: tuple[Any, ...]) -> None:
+        if event == "import":
+            if args and args[0] not in loaded:
+                raise SandboxViolation(f"import of {args[0]!r} is not allowed in the sandbox")
+        elif event.startswith(_BLOCKED_EVENTS):
+            raise SandboxViolation(f"{event} is not allowed in the sandbox")
+
+    sys.addaudithook(hook)
+
+
 def limit_self(memory_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     resource.setrlimit(resource.RLIMIT_FSIZE, (0, 0))  # no file may grow
@@ -286,6 +318,8 @@ def main() -> None:
         os.chdir(workdir)
     from ._runtime import PrintLog
     from .plan import compile_plan  # imported after the limits: plan code never sees modules
+
+    lock_down()
 
     scheduler = Scheduler(channel)
     runner: Any = None

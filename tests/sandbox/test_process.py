@@ -210,3 +210,27 @@ async def test_print_goes_to_the_instance_log(
             if e.type == "instance.log"]
     # The replay after the sleep prints 'starting' again, but only the first run logs it.
     assert logs == ["starting 7\n", "woke\n"]
+
+
+def test_sandbox_processes_lock_themselves_down(tmp_path: Path) -> None:
+    """Under the policy, a second wall: once locked, the process can open no file, import
+    nothing new and start no process, even from code the policy would never let a plan run."""
+    import subprocess
+    import sys
+
+    canary = tmp_path / "canary.txt"
+    canary.write_text("secret")
+    script = (
+        "import os, sys\nfrom sandbox._child import lock_down\nlock_down()\n"
+        "results = []\n"
+        f"for attempt in (lambda: open({str(canary)!r}).read(), lambda: __import__('socket'),"
+        f" lambda: os.system('true'), lambda: open({str(tmp_path / 'new.txt')!r}, 'w')):\n"
+        "    try:\n        attempt()\n        results.append('allowed')\n"
+        "    except Exception as exc:\n        results.append(type(exc).__name__)\n"
+        "print(','.join(results))\n"
+    )
+    out = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True,
+                         timeout=30, check=True).stdout.strip()
+    assert out == ",".join(["SandboxViolation"] * 4)
+    assert canary.read_text() == "secret"
+    assert not (tmp_path / "new.txt").exists()
