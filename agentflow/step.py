@@ -227,6 +227,13 @@ class Step:
             ))
         raise run.suspend_until(deadline_at, event_type)
 
+    # -- for sandbox runners -----------------------------------------------------------------
+    def journaled(self) -> list[tuple[str, int]]:
+        """The (name, occurrence) of every journal entry this run started with or wrote.
+        A sandbox runner sends these to its process so that a step not among them may run
+        its body at once; a replayed step is always asked for."""
+        return list(self._run.journal)
+
     # -- the instance's log -----------------------------------------------------------------
     def log(self, text: str) -> None:
         """Append ``text`` to the instance's log: an 'instance.log' event in ``events()``,

@@ -41,6 +41,9 @@ class BareStep:
         value = fn()
         return await value if hasattr(value, "__await__") else value
 
+    def journaled(self) -> list[tuple[str, int]]:
+        return []  # like a first run: nothing journaled yet
+
 
 class Event:
     payload: Any = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import datetime
 import functools
+import importlib
 import itertools
 import json
 import math
@@ -82,13 +83,22 @@ _TABLE: dict[str, dict[str, Any]] = {
 NAMESPACES: dict[str, Namespace] = {name: Namespace(name, names) for name, names in _TABLE.items()}
 
 
+_FOR_THE_STANDARD_LIBRARY = frozenset({"time", "_strptime"})
+
+
 def importer(allowed: frozenset[str]) -> Any:
     """The ``__import__`` a plan runs with: curated namespaces of allowed modules only."""
 
     def plan_import(
         name: str, globals: object = None, locals: object = None,
-        fromlist: tuple[str, ...] | None = (), level: int = 0,
-    ) -> Namespace:
+        fromlist: Any = (), level: int = 0,
+    ) -> Any:
+        if not level and name in _FOR_THE_STANDARD_LIBRARY and type(fromlist) is list:
+            # C code (datetime.strftime, strptime) imports these through the builtins of the
+            # frame that calls it, passing a list as fromlist; an import statement in a plan
+            # passes None or a tuple (and cannot name these modules), so the real module goes
+            # only to C code.
+            return importlib.import_module(name)
         if level or name not in allowed or name not in NAMESPACES:
             raise ImportError(f"plans cannot import {name!r}")
         return NAMESPACES[name]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass
 
-from RestrictedPython.transformer import RestrictingNodeTransformer
+from RestrictedPython.transformer import IOPERATOR_TO_STR, RestrictingNodeTransformer
 
 # Attributes that lead from an ordinary object back to the interpreter without an underscore:
 # frames, code objects, and the string formatting that can reach attributes by name.
@@ -63,6 +63,38 @@ class PlanPolicy(RestrictingNodeTransformer):
 
     def visit_YieldFrom(self, node: ast.YieldFrom) -> None:
         self.error(node, "Generators (yield from) are not allowed in plans.")
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> ast.AST | list[ast.stmt]:
+        """``a[k] += v`` (which plans write all the time) through the guards:
+        ``t1 = a; t2 = k; _write_(t1)[t2] = _inplacevar_('+=', _getitem_(t1, t2), v)``."""
+        if not isinstance(node.target, ast.Subscript):
+            result: ast.AST = super().visit_AugAssign(node)  # type: ignore[assignment]
+            return result
+        obj, key = self.gen_tmp_name(), self.gen_tmp_name()
+        container = self.visit(node.target.value)
+        index = self.visit(node.target.slice)
+        value = self.visit(node.value)
+
+        def load(name: str) -> ast.Name:
+            return ast.Name(name, ast.Load())
+
+        statements: list[ast.stmt] = [
+            ast.Assign([ast.Name(obj, ast.Store())], container),
+            ast.Assign([ast.Name(key, ast.Store())], index),
+            ast.Assign(
+                [ast.Subscript(ast.Call(load("_write_"), [load(obj)], []), load(key),
+                               ast.Store())],
+                ast.Call(load("_inplacevar_"), [
+                    ast.Constant(IOPERATOR_TO_STR[type(node.op)]),
+                    ast.Call(load("_getitem_"), [load(obj), load(key)], []),
+                    value,
+                ], []),
+            ),
+        ]
+        for statement in statements:
+            ast.copy_location(statement, node)
+            ast.fix_missing_locations(statement)
+        return statements
 
     def visit_Attribute(self, node: ast.Attribute) -> ast.AST:
         if node.attr in FORBIDDEN_ATTRIBUTES:

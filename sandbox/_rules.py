@@ -28,7 +28,8 @@ FORBIDDEN_BUILTINS = frozenset({
 # (module, attribute) pairs whose calls are nondeterministic; a bare module name means any
 # function of it.
 NONDETERMINISTIC = frozenset({
-    ("random", "*"), ("uuid", "*"), ("datetime", "now"), ("datetime", "utcnow"),
+    ("random", "*"), ("uuid", "uuid1"), ("uuid", "uuid4"), ("datetime", "now"),
+    ("datetime", "utcnow"),
     ("datetime", "today"), ("date", "today"), ("time", "*"), ("secrets", "*"),
 })
 NONDETERMINISTIC_BUILTINS = frozenset({"hash", "id"})

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import builtins as _builtins
+import collections
+import collections.abc
 import json
 import operator
 from collections.abc import Callable, Mapping
@@ -12,6 +15,7 @@ from RestrictedPython.Guards import (
     guarded_iter_unpack_sequence,
     guarded_unpack_sequence,
     safer_getattr,
+    safer_getattr_raise,
 )
 
 from ._namespaces import importer
@@ -36,10 +40,37 @@ _FUNCTIONS = {
 }
 
 
-def guarded_getattr(obj: object, name: str, default: Any = None) -> Any:
+# Coroutines, generators and futures have methods without an underscore (send, throw,
+# get_loop, add_done_callback...) that drive the engine's machinery by hand or reach the event
+# loop. A plan only ever awaits them, so it may touch no attribute of theirs at all.
+_OPAQUE = (
+    collections.abc.Awaitable, collections.abc.Generator, collections.abc.AsyncGenerator,
+    collections.abc.AsyncIterator,
+)
+_PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, tuple, set, frozenset, bytes})
+_MISSING = object()
+
+
+def guarded_getattr(obj: object, name: str, default: Any = _MISSING) -> Any:
     if name in FORBIDDEN_ATTRIBUTES:
         raise AttributeError(f'"{name}" is a forbidden attribute in plans')
+    if type(obj) not in _PLAIN_TYPES and isinstance(obj, _OPAQUE):
+        raise AttributeError(
+            f"plans may only await {type(obj).__name__} objects, not use their attributes"
+        )
+    if default is _MISSING:
+        return safer_getattr_raise(obj, name)  # type: ignore[no-untyped-call]
     return safer_getattr(obj, name, default)  # type: ignore[no-untyped-call]
+
+
+_WRITABLE = (dict, list, set, bytearray, collections.deque)
+
+
+def guarded_write(obj: Any) -> Any:
+    """Item and attribute writes: containers (and their subclasses, such as Counter) only."""
+    if isinstance(obj, _WRITABLE):
+        return obj
+    return full_write_guard(obj)
 
 
 def _getitem(obj: Any, key: Any) -> Any:
@@ -75,10 +106,12 @@ class PrintLog:
     def write(self, text: str) -> None:
         if self._cut:
             return
-        if len(text) > self._left:
-            text = text[: int(self._left)] + "\n[print output truncated]\n"
+        size = len(text.encode("utf-8", "replace"))
+        if size > self._left:
+            kept = text.encode("utf-8", "replace")[: int(self._left)]
+            text = kept.decode("utf-8", "ignore") + "\n[print output truncated]\n"
             self._cut = True
-        self._left -= len(text)
+        self._left -= size
         if self._sink is not None:
             self._sink(text)
 
@@ -125,7 +158,10 @@ class Tools:
                 raise AttributeError(f"no tool named {name!r} is granted") from None
 
             def invoke(*args: Any, **kwargs: Any) -> Any:
-                result = fn(*_plain(list(args)), **_plain(kwargs))
+                try:
+                    result = fn(*_plain(list(args)), **_plain(kwargs))
+                except Exception as exc:
+                    raise _sanitized(exc) from None
                 if hasattr(result, "__await__"):
                     return _plain_after(result)
                 return _plain(result)
@@ -144,7 +180,30 @@ class Tools:
 
 
 async def _plain_after(awaitable: Any) -> Any:
-    return _plain(await awaitable)
+    try:
+        result = await awaitable
+    except Exception as exc:
+        raise _sanitized(exc) from None
+    return _plain(result)
+
+
+_SAFE_ERRORS = frozenset(_EXCEPTIONS.split())
+_TOOL_ERRORS: dict[str, type[Exception]] = {}
+
+
+class ToolError(Exception):
+    """Base of a tool's error, as a plan sees it, when its class is not a builtin."""
+
+
+def _sanitized(exc: Exception) -> Exception:
+    """A tool's error as plain data: the class name and message, none of the host objects
+    the original carries (paths, requests, responses, tracebacks)."""
+    name, message = type(exc).__name__, str(exc)
+    if name in _SAFE_ERRORS and type(exc) is getattr(_builtins, name, None):
+        return type(exc)(message)
+    if name not in _TOOL_ERRORS:
+        _TOOL_ERRORS[name] = type(name if name.isidentifier() else "ToolError", (ToolError,), {})
+    return _TOOL_ERRORS[name](message)
 
 
 def plan_globals(
@@ -152,7 +211,7 @@ def plan_globals(
     print_sink: Callable[[str], None] | None, print_limit: int | None = MAX_PRINT_BYTES,
 ) -> dict[str, Any]:
     builtins: dict[str, Any] = dict(_FUNCTIONS)
-    builtins.update({name: getattr(__import__("builtins"), name) for name in _EXCEPTIONS.split()})
+    builtins.update({name: getattr(_builtins, name) for name in _EXCEPTIONS.split()})
     builtins["__import__"] = importer(allowed_imports)
     log = PrintLog(print_sink, print_limit)
     return {
@@ -163,7 +222,7 @@ def plan_globals(
         "_getiter_": iter,
         "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
         "_unpack_sequence_": guarded_unpack_sequence,
-        "_write_": full_write_guard,
+        "_write_": guarded_write,
         "_inplacevar_": _inplacevar,
         "_apply_": _apply,
         "_print_": _print_factory(log),

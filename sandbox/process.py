@@ -222,6 +222,8 @@ class _Session:
         self.print_sink = print_sink
         self.limits = limits
         self.bodies: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        # first attempts that the child ran before asking (see _child.StepProxy.do)
+        self.speculative: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.calls = itertools.count(1)
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
@@ -230,7 +232,11 @@ class _Session:
         self.id = next(_RUN_IDS)
 
     async def run(self, event: Any) -> Any:
-        await self.process.send({"op": "start", "run": self.id, "event": _event_data(event)})
+        start: dict[str, Any] = {"op": "start", "run": self.id, "event": _event_data(event)}
+        journaled = getattr(self.step, "journaled", None)
+        if callable(journaled):  # lets the child run new steps' bodies without asking first
+            start["journaled"] = [list(key) for key in journaled()]
+        await self.process.send(start)
         watchdog = asyncio.create_task(self._watch(self.process.cpu_seconds()))
         self.serving = asyncio.create_task(self._serve())
         try:
@@ -297,10 +303,13 @@ class _Session:
             if callable(log):
                 log(text)
         elif op == "body_result":
-            future = self.bodies.pop(int(message["call"]), None)
+            future = (self.speculative.get(int(message["body"])) if "body" in message
+                      else self.bodies.pop(int(message["call"]), None))
             if future is not None and not future.done():
                 future.set_result(message)
         elif op in ("step", "tool"):
+            if message.get("speculative"):  # its body result may come before the task runs
+                self.speculative[int(message["body"])] = asyncio.get_running_loop().create_future()
             task = asyncio.create_task(
                 self._step(message) if op == "step" else self._tool(message)
             )
@@ -343,12 +352,17 @@ class _Session:
         name = message.get("name")
         if method == "do":
             body = int(message["body"])
+            speculative = self.speculative.get(body)
 
             async def run_body() -> Any:
-                call = next(self.calls)
-                future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
-                self.bodies[call] = future
-                await self.process.send({"op": "body", "body": body, "call": call})
+                nonlocal speculative
+                if speculative is not None:  # the first attempt already ran in the child
+                    future, speculative = speculative, None
+                else:
+                    call = next(self.calls)
+                    future = asyncio.get_running_loop().create_future()
+                    self.bodies[call] = future
+                    await self.process.send({"op": "body", "body": body, "call": call})
                 result = await future
                 if "error" in result:
                     raise plan_error(result["error"])

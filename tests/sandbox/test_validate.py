@@ -203,3 +203,15 @@ def test_compile_plan_raises_with_the_report() -> None:
     assert info.value.report.codes == ("import-not-allowed",)
     plan = sandbox.compile_plan(OK_RUN)
     assert plan.sha256 == sandbox.validate(OK_RUN).sha256
+
+
+async def test_augmented_item_assignment_runs_through_the_guards() -> None:
+    source = (
+        "import collections\nasync def run(event, step):\n    counts = {'a': 1}\n"
+        "    counts['a'] += 2\n    tally = collections.Counter()\n    tally['x'] += 1\n"
+        "    items = [1, 2]\n    items[0] *= 10\n    return [counts, dict(tally), items]\n"
+    )
+    run = sandbox.compile_plan(source).load()
+    assert await run(None, None) == [{"a": 3}, {"x": 1}, [10, 2]]
+    refused = "async def run(event, step):\n    event.payload['x'] += 1\n"
+    assert sandbox.validate(refused).ok  # allowed by the rules; the write guard decides
