@@ -43,14 +43,22 @@ class _Context:
     tools: frozenset[str] | None = None
 
 
+class TooDeep(Exception):
+    """The tree nests deeper than allowed; carries the diagnostic."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
 def check(tree: ast.Module, *, allowed_imports: frozenset[str],
-          tools: frozenset[str] | None) -> list[Diagnostic]:
+          tools: frozenset[str] | None, max_depth: int) -> list[Diagnostic]:
+    """Every rule, in two iterative walks of the tree (so that a deep tree cannot exhaust the
+    stack here); raises :class:`TooDeep` past ``max_depth``."""
     ctx = _Context(tools=tools)
-    found: list[Diagnostic] = []
-    found += _check_imports(tree, allowed_imports, ctx)
-    found += _check_run(tree, ctx)
+    found = _check_run(tree, ctx)
     found += _check_module_level(tree)
-    ctx.body_functions = _step_body_functions(tree, ctx)
+    found += _survey(tree, allowed_imports, ctx, max_depth)
     found += list(_check_bodies(tree, ctx))
     return sorted(found, key=lambda d: (d.line, d.column, d.code))
 
@@ -60,14 +68,27 @@ def _diag(node: ast.AST, code: str, message: str, hint: str) -> Diagnostic:
                       message, hint)
 
 
-# -- imports ---------------------------------------------------------------------------------
-def _check_imports(
-    tree: ast.Module, allowed: frozenset[str], ctx: _Context
+# -- the first walk: depth, imports, step bodies ---------------------------------------------
+def _survey(
+    tree: ast.Module, allowed: frozenset[str], ctx: _Context, max_depth: int
 ) -> list[Diagnostic]:
-    found = []
+    found: list[Diagnostic] = []
     allowed_list = ", ".join(sorted(allowed))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
+    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            raise TooDeep(_diag(
+                node, "too-deep", f"the plan nests more than {max_depth} levels deep",
+                "flatten deeply nested expressions and blocks into several statements",
+            ))
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+        if _step_call(node, ctx) == "do":
+            assert isinstance(node, ast.Call)
+            body = _body_argument(node)
+            if isinstance(body, ast.Name):
+                ctx.body_functions.add(body.id)
+        elif isinstance(node, ast.Import):
             for alias in node.names:
                 root = alias.name.split(".")[0]
                 if alias.name not in allowed:
@@ -87,6 +108,7 @@ def _check_imports(
             for alias in node.names:
                 ctx.imported[alias.asname or alias.name] = (module, alias.name)
     return found
+
 
 
 # -- the entry point -------------------------------------------------------------------------
@@ -183,17 +205,6 @@ def _body_argument(call: ast.Call) -> ast.expr | None:
     if len(call.args) >= 2:
         return call.args[1]
     return next((k.value for k in call.keywords if k.arg == "fn"), None)
-
-
-def _step_body_functions(tree: ast.Module, ctx: _Context) -> set[str]:
-    names = set()
-    for node in ast.walk(tree):
-        if _step_call(node, ctx) == "do":
-            assert isinstance(node, ast.Call)
-            body = _body_argument(node)
-            if isinstance(body, ast.Name):
-                names.add(body.id)
-    return names
 
 
 def _check_bodies(tree: ast.Module, ctx: _Context) -> Iterator[Diagnostic]:

@@ -41,12 +41,15 @@ def analyse(
     if problem is not None:
         return Report(text, (problem,)), None
     assert tree is not None
-    deep = _too_deep(tree)
-    if deep is not None:
-        return Report(text, (deep,)), None
     granted = None if tools is None else frozenset(tools)
-    # The plan rules read the tree as written; the policy then rewrites it in place.
-    found = _rules.check(tree, allowed_imports=frozenset(allowed_imports), tools=granted)
+    # The plan rules read the tree as written, iteratively (they also bound its depth, so
+    # that the recursive policy below never meets a tree deep enough to crash it); the
+    # policy then rewrites the tree in place.
+    try:
+        found = _rules.check(tree, allowed_imports=frozenset(allowed_imports), tools=granted,
+                             max_depth=MAX_DEPTH)
+    except _rules.TooDeep as deep:
+        return Report(text, (deep.diagnostic,)), None
     found += _restricted(tree)
     report = Report(text, tuple(_dedupe(found)))
     return report, tree if report.ok else None
@@ -82,20 +85,6 @@ def _parse(text: str) -> tuple[ast.Module | None, Diagnostic | None]:
             "too-deep", 1, 0, f"the plan cannot be parsed: {type(exc).__name__}",
             "flatten deeply nested expressions into several statements",
         )
-
-
-def _too_deep(tree: ast.AST) -> Diagnostic | None:
-    stack = [(tree, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            return Diagnostic(
-                "too-deep", getattr(node, "lineno", 1), getattr(node, "col_offset", 0),
-                f"the plan nests more than {MAX_DEPTH} levels deep",
-                "flatten deeply nested expressions and blocks into several statements",
-            )
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-    return None
 
 
 def _restricted(tree: ast.Module) -> list[Diagnostic]:
