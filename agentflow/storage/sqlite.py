@@ -470,17 +470,20 @@ class SqliteStorage:
         records: Sequence[StepRecord] = (),
     ) -> None:
         def run(conn: sqlite3.Connection) -> None:
-            _owned_status(conn, iid, owner)
-            _upsert_steps(conn, iid, records)
-            conn.execute(
+            # The ownership check is the update's own condition: no write unless owned.
+            updated = conn.execute(
                 "UPDATE instances SET status = ?, output = ?, error_name = ?, error_message = ?,"
                 " owner = NULL, lease_until = NULL, wake_at = NULL, wait_types = NULL, "
-                "updated_at = ? WHERE iid = ?",
-                (status, output, *(error or (None, None)), now, iid),
-            )
+                "updated_at = ? WHERE iid = ? AND owner = ? AND status IN (?, ?)",
+                (status, output, *(error or (None, None)), now, iid, owner, *_ACTIVE),
+            ).rowcount
+            if not updated:
+                _owned_status(conn, iid, owner)  # raises LeaseLost with the reason
+                raise LeaseLost("unknown")
+            _upsert_steps(conn, iid, records)
             self._history(iid, history)
 
-        await self._db.write(run)
+        await self._db.write(run, savepoint=False)
 
     # -- events -----------------------------------------------------------------------------
     async def deliver_event(
