@@ -54,6 +54,16 @@ def instance_id(value: object) -> str:
     return value
 
 
+def stored_instance_id(value: object) -> str:
+    """An id as stored: a user's id, or a tenant's ('<tenant>.<id>', see agentflow.dispatch)."""
+    if isinstance(value, str) and value.count(".") == 1:
+        tenant, local = value.split(".")
+        instance_id(tenant)
+        instance_id(local)
+        return value
+    return instance_id(value)
+
+
 def step_name(value: object) -> str:
     if type(value) is str and 0 < len(value) <= MAX_STEP_NAME_LENGTH and value.isprintable():
         return value  # fast path: printable means no control characters

@@ -34,6 +34,8 @@ DEFAULT_MAX_STEPS = 10_000
 class _Registered:
     runner: Runner
     concurrency: int
+    fair_share: bool = False
+    tenant_concurrency: int | None = None
 
 
 class Engine:
@@ -81,6 +83,9 @@ class Engine:
             self._worker = Worker(
                 ctx, WorkerConfig(self._poll_interval, self._lease_seconds),
                 limits=lambda: {n: w.concurrency for n, w in self._workflows.items()},
+                tenant_limits=lambda: {
+                    n: w.tenant_concurrency for n, w in self._workflows.items() if w.fair_share
+                },
                 code_for=lambda name: self._workflows[name].runner,
             )
             self._worker.start()
@@ -110,9 +115,16 @@ class Engine:
         await self.close()
 
     # -- workflows ------------------------------------------------------------------------
-    def register(self, name: str, code: object, *, concurrency: int = 100) -> WorkflowBinding:
+    def register(
+        self, name: str, code: object, *, concurrency: int = 100,
+        tenant_concurrency: int | None = None,
+    ) -> WorkflowBinding:
         """Register workflow code under ``name``; returns its binding. ``concurrency`` caps
-        how many of its instances run at once across all workers (others stay queued)."""
+        how many of its instances run at once across all workers (others stay queued).
+
+        Instances created for tenants (see ``agentflow.dispatch``) share the slots round-robin
+        across tenants when the code asks for it (a dispatch entrypoint does) or when
+        ``tenant_concurrency`` caps each tenant's running instances."""
         self._check_open()
         self._check_name(name)
         if name in self._workflows:
@@ -121,7 +133,12 @@ class Engine:
                 "or open a new engine"
             )
         validate.positive_int(concurrency, what="concurrency")
-        self._workflows[name] = _Registered(as_runner(code), concurrency)
+        if tenant_concurrency is not None:
+            validate.positive_int(tenant_concurrency, what="tenant_concurrency")
+        fair = bool(getattr(code, "fair_share", False)) or tenant_concurrency is not None
+        self._workflows[name] = _Registered(
+            as_runner(code), concurrency, fair, tenant_concurrency
+        )
         if self._worker is not None:
             self._worker.poke()
         return WorkflowBinding(self, name)
@@ -153,7 +170,7 @@ class Engine:
     async def get(self, id: str, *, workflow: str | None = None) -> Instance:
         """An instance by id, in any workflow of the store (name ``workflow`` if ids repeat)."""
         self._check_open()
-        validate.instance_id(id)
+        validate.stored_instance_id(id)
         rows = await self._storage.list_instances(id=id, workflow=workflow, limit=2)
         if not rows:
             raise InstanceNotFoundError(f"no instance with id {id!r}")
@@ -174,10 +191,11 @@ class Engine:
     # -- internals used by bindings and instances -----------------------------------------
     async def _create(
         self, workflow: str, items: list[tuple[str, str | None]], *, skip_existing: bool,
+        tenant: str | None = None,
     ) -> list[InstanceRow]:
         self._check_open()
         rows = await self._storage.create_instances(
-            workflow, items, self.clock.now(), skip_existing=skip_existing
+            workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant
         )
         self._worker_signal(None, None)
         return rows

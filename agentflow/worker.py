@@ -39,6 +39,7 @@ class Worker:
     config: WorkerConfig
     limits: Callable[[], dict[str, int]]
     code_for: Callable[[str], Runner]
+    tenant_limits: Callable[[], dict[str, int | None]] = dict
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     _runs: dict[int, _ActiveRun] = field(default_factory=dict)
     _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
@@ -101,7 +102,8 @@ class Worker:
             return
         lease_now = time.time()
         rows = await self.ctx.storage.claim(
-            self.id, self.ctx.clock.now(), lease_now, lease_now + self.config.lease_seconds, limits
+            self.id, self.ctx.clock.now(), lease_now, lease_now + self.config.lease_seconds,
+            limits, self.tenant_limits(),
         )
         for row in rows:
             active = _ActiveRun(row)

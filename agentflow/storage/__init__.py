@@ -6,7 +6,15 @@ from pathlib import Path
 
 from ..errors import InvalidArgumentError
 from .protocol import Decide, LeaseLost, Storage
-from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
+from .records import (
+    Change,
+    CodeRow,
+    HistoryItem,
+    HistoryRow,
+    InboxEvent,
+    InstanceRow,
+    StepRecord,
+)
 from .sqlite import SqliteStorage
 
 
@@ -37,6 +45,7 @@ def storage_from_url(url: str | Path) -> Storage:
 
 __all__ = [
     "Change",
+    "CodeRow",
     "Decide",
     "HistoryItem",
     "HistoryRow",

@@ -11,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
+from .records import (
+    Change,
+    CodeRow,
+    HistoryItem,
+    HistoryRow,
+    InboxEvent,
+    InstanceRow,
+    StepRecord,
+)
 
 
 class LeaseLost(Exception):
@@ -35,7 +43,7 @@ class Storage(Protocol):
     # -- instances ------------------------------------------------------------------------
     async def create_instances(
         self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
-        skip_existing: bool,
+        skip_existing: bool, tenant: str | None = None,
     ) -> list[InstanceRow]:
         """Insert queued instances (id, params). Returns the created rows. Without
         ``skip_existing`` an existing or repeated id raises ``DuplicateInstanceError`` and
@@ -62,12 +70,14 @@ class Storage(Protocol):
     # -- scheduling -----------------------------------------------------------------------
     async def claim(
         self, worker: str, now: float, lease_now: float, lease_until: float,
-        limits: dict[str, int],
+        limits: dict[str, int], tenant_limits: dict[str, int | None] | None = None,
     ) -> list[InstanceRow]:
         """Take runnable instances (queued, waiting with ``wake_at <= now``, or leased by a
         worker whose lease ended before ``lease_now``) of the given workflows, at most
         ``limits[workflow]`` running at once per workflow, woken ones before new ones.
-        ``now`` is the engine clock's time; leases are wall-clock time."""
+        ``now`` is the engine clock's time; leases are wall-clock time. Workflows named in
+        ``tenant_limits`` share their slots round-robin across tenants, each tenant running at
+        most its quota (None: no quota)."""
         ...
 
     async def renew(
@@ -129,4 +139,17 @@ class Storage(Protocol):
     async def next_inbox_event(self, iid: int, type: str) -> InboxEvent | None: ...
 
     async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
+        ...
+
+    # -- tenant code ----------------------------------------------------------------------
+    async def put_code(
+        self, tenant: str, name: str, sha256: str, source: str, now: float
+    ) -> CodeRow:
+        """Store a version (idempotent per (tenant, name, sha256)); versions count from 1."""
+        ...
+
+    async def get_code(self, tenant: str, sha256: str) -> CodeRow | None: ...
+
+    async def code_versions(self, tenant: str, name: str) -> list[CodeRow]:
+        """Oldest first."""
         ...

@@ -24,6 +24,7 @@ class InstanceRow:
     owner: str | None = None
     lease_until: float | None = None
     runs: int = 0
+    tenant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,3 +100,15 @@ class Change:
     history: tuple[HistoryItem, ...] = ()
     reset_journal_from: int | None = None
     shift_timers: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRow:
+    """One registered version of a tenant's plan."""
+
+    tenant: str
+    name: str
+    sha256: str
+    source: str
+    created_at: float
+    version: int

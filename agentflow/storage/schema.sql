@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS instances (
     owner TEXT,                      -- '<worker>#<run>' while a worker runs it
     lease_until REAL,
     runs INTEGER NOT NULL DEFAULT 0,
+    tenant TEXT,                     -- set for instances created through dispatch
     -- Scheduling key, one index for both queues: a waiting instance's wake time; a queued
     -- one's queue position, where woken instances get a 60 second head start over new ones
     -- (they go first, yet a new instance that waited longer than that is not starved).
@@ -72,3 +73,16 @@ CREATE TABLE IF NOT EXISTS history (
     data TEXT
 );
 CREATE INDEX IF NOT EXISTS history_by_instance ON history (iid, seq);
+
+-- Tenant plan code, content-addressed: (tenant, name) -> versions.
+CREATE TABLE IF NOT EXISTS code (
+    tenant TEXT NOT NULL,
+    name TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    version INTEGER NOT NULL,
+    PRIMARY KEY (tenant, name, sha256)
+);
+CREATE INDEX IF NOT EXISTS code_by_sha ON code (tenant, sha256);
+CREATE INDEX IF NOT EXISTS code_versions ON code (tenant, name, version);

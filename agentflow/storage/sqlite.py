@@ -13,15 +13,24 @@ from typing import Any
 from ..errors import DuplicateInstanceError, StorageError
 from ._connection import Connection
 from .protocol import Decide, LeaseLost
-from .records import Change, HistoryItem, HistoryRow, InboxEvent, InstanceRow, StepRecord
+from .records import (
+    Change,
+    CodeRow,
+    HistoryItem,
+    HistoryRow,
+    InboxEvent,
+    InstanceRow,
+    StepRecord,
+)
 
 SCHEMA_VERSION = 1
 WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
 _ACTIVE = ("running", "waiting_for_pause")
 _INSTANCE_COLUMNS = (
     "iid, workflow, id, status, params, created_at, updated_at, output, error_name, "
-    "error_message, wake_at, wait_types, paused_at, owner, lease_until, runs"
+    "error_message, wake_at, wait_types, paused_at, owner, lease_until, runs, tenant"
 )
+_CODE_COLUMNS = "tenant, name, sha256, source, created_at, version"
 _STEP_COLUMNS = (
     "name, count, kind, state, started_at, result, error_name, error_message, error_detail, "
     "attempts, wake_at, event_type, finished_at, seq"
@@ -137,7 +146,7 @@ class SqliteStorage:
     # -- instances --------------------------------------------------------------------------
     async def create_instances(
         self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
-        skip_existing: bool,
+        skip_existing: bool, tenant: str | None = None,
     ) -> list[InstanceRow]:
         def run(conn: sqlite3.Connection) -> list[InstanceRow]:
             created: list[InstanceRow] = []
@@ -150,8 +159,9 @@ class SqliteStorage:
                 seen.add(id)
                 cur = conn.execute(
                     "INSERT INTO instances (workflow, id, status, params, created_at, updated_at,"
-                    " ready_at) VALUES (?, ?, 'queued', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    (workflow, id, params, now, now, now),
+                    " ready_at, tenant) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (workflow, id, params, now, now, now, tenant),
                 )
                 if cur.rowcount == 0:
                     if skip_existing:
@@ -162,7 +172,9 @@ class SqliteStorage:
                     )
                 iid = int(cur.lastrowid or 0)
                 self._history(iid, [HistoryItem("instance.queued", now)])
-                created.append(InstanceRow(iid, workflow, id, "queued", params, now, now))
+                created.append(
+                    InstanceRow(iid, workflow, id, "queued", params, now, now, tenant=tenant)
+                )
             return created
 
         return await self._db.write(run)
@@ -262,21 +274,52 @@ class SqliteStorage:
     # -- scheduling -------------------------------------------------------------------------
     async def claim(
         self, worker: str, now: float, lease_now: float, lease_until: float,
-        limits: dict[str, int],
+        limits: dict[str, int], tenant_limits: dict[str, int | None] | None = None,
     ) -> list[InstanceRow]:
         def run(conn: sqlite3.Connection) -> list[InstanceRow]:
             claimed: list[InstanceRow] = []
             for workflow, limit in limits.items():
-                claimed.extend(
-                    self._claim_workflow(conn, workflow, limit, worker, now, lease_now, lease_until)
-                )
+                claimed.extend(self._claim_workflow(
+                    conn, workflow, limit, worker, now, lease_now, lease_until,
+                    tenant_limits or {},
+                ))
             return claimed
 
         return await self._db.write(run)
 
+    def _fair_candidates(
+        self, conn: sqlite3.Connection, workflow: str, free: int, now: float,
+        quota: int | None,
+    ) -> list[tuple[float, int]]:
+        """Runnable instances taken round-robin across tenants (each tenant's oldest first),
+        none beyond a tenant's quota of running instances."""
+        running = dict(conn.execute(
+            "SELECT tenant, count(*) FROM instances WHERE workflow = ? AND status IN (?, ?) "
+            "GROUP BY tenant",
+            (workflow, *_ACTIVE),
+        ).fetchall())
+        rows = conn.execute(
+            "SELECT key, iid, tenant FROM (SELECT iid, tenant, CASE WHEN status = 'queued' "
+            "THEN sched ELSE sched - ? END AS key, ROW_NUMBER() OVER (PARTITION BY tenant "
+            "ORDER BY CASE WHEN status = 'queued' THEN sched ELSE sched - ? END) AS rank "
+            "FROM instances WHERE workflow = ? AND (status = 'queued' OR "
+            "(status = 'waiting' AND sched <= ?))) WHERE rank <= ? ORDER BY rank, key LIMIT ?",
+            (WAKE_HEAD_START, WAKE_HEAD_START, workflow, now,
+             free if quota is None else min(free, quota), free * 4),
+        ).fetchall()
+        chosen: list[tuple[float, int]] = []
+        for key, iid, tenant in rows:
+            if quota is not None and running.get(tenant, 0) >= quota:
+                continue
+            running[tenant] = running.get(tenant, 0) + 1
+            chosen.append((key, iid))
+            if len(chosen) == free:
+                break
+        return chosen
+
     def _claim_workflow(
         self, conn: sqlite3.Connection, workflow: str, limit: int, worker: str, now: float,
-        lease_now: float, lease_until: float,
+        lease_now: float, lease_until: float, tenant_limits: dict[str, int | None],
     ) -> list[InstanceRow]:
         # Instances of lost workers first: they count against the limit already.
         lost = conn.execute(
@@ -290,7 +333,9 @@ class SqliteStorage:
         ).fetchone()
         free = max(0, limit - active)
         ready: list[tuple[float, int]] = []
-        if free:
+        if free and workflow in tenant_limits:
+            ready = self._fair_candidates(conn, workflow, free, now, tenant_limits[workflow])
+        elif free:
             # Two range scans of one index merged: queued by position, due sleepers by wake
             # time (a due sleeper is a woken instance: it gets the same head start).
             ready = conn.execute(
@@ -303,7 +348,7 @@ class SqliteStorage:
                 (WAKE_HEAD_START, workflow, now, free),
             ).fetchall()
             ready = sorted(ready)[:free]
-        iids = [r[0] for r in lost] + [r[1] for r in ready]
+        iids = [r[0] for r in lost] + [r[1] for r in ready]  # fair order kept as chosen
         if not iids:
             return []
         conn.executemany(
@@ -484,6 +529,49 @@ class SqliteStorage:
             self._history(iid, history)
 
         await self._db.write(run, savepoint=False)
+
+    # -- tenant code --------------------------------------------------------------------------
+    async def put_code(
+        self, tenant: str, name: str, sha256: str, source: str, now: float
+    ) -> CodeRow:
+        def run(conn: sqlite3.Connection) -> CodeRow:
+            row = conn.execute(
+                f"SELECT {_CODE_COLUMNS} FROM code WHERE tenant = ? AND name = ? AND sha256 = ?",
+                (tenant, name, sha256),
+            ).fetchone()
+            if row is not None:  # content-addressed: registering the same code again is a no-op
+                return CodeRow(*row)
+            (version,) = conn.execute(
+                "SELECT coalesce(max(version), 0) + 1 FROM code WHERE tenant = ? AND name = ?",
+                (tenant, name),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO code (tenant, name, sha256, source, created_at, version) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (tenant, name, sha256, source, now, version),
+            )
+            return CodeRow(tenant, name, sha256, source, now, version)
+
+        return await self._db.write(run)
+
+    async def get_code(self, tenant: str, sha256: str) -> CodeRow | None:
+        def run(conn: sqlite3.Connection) -> CodeRow | None:
+            row = conn.execute(
+                f"SELECT {_CODE_COLUMNS} FROM code WHERE tenant = ? AND sha256 = ? LIMIT 1",
+                (tenant, sha256),
+            ).fetchone()
+            return CodeRow(*row) if row else None
+
+        return await self._db.read(run)
+
+    async def code_versions(self, tenant: str, name: str) -> list[CodeRow]:
+        def run(conn: sqlite3.Connection) -> list[CodeRow]:
+            return [CodeRow(*r) for r in conn.execute(
+                f"SELECT {_CODE_COLUMNS} FROM code WHERE tenant = ? AND name = ? "
+                "ORDER BY version", (tenant, name),
+            )]
+
+        return await self._db.read(run)
 
     # -- events -----------------------------------------------------------------------------
     async def deliver_event(

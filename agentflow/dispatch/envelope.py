@@ -1,0 +1,63 @@
+"""The envelope around a tenant's params: who created the instance, with which code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import AgentflowError, InvalidArgumentError
+
+ENVELOPE_KEY = "agentflow.dispatch"
+
+
+class MissingEnvelopeError(AgentflowError):
+    """A dispatched workflow got params without the dispatch envelope."""
+
+
+@dataclass(frozen=True, slots=True)
+class CodeRef:
+    """The exact code version an instance runs: pinned when the instance is created."""
+
+    tenant_id: str
+    name: str
+    sha256: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"tenant_id": self.tenant_id, "name": self.name, "sha256": self.sha256}
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    tenant_id: str
+    code: CodeRef
+    metadata: dict[str, Any]
+
+
+def wrap(params: Any, tenant_id: str, code: CodeRef, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The stored params: the envelope, and the tenant's params always under 'params'
+    (present even when None). Tenant params are data: an envelope-looking value inside them
+    is never read as one, so envelopes never nest and cannot be forged."""
+    return {
+        ENVELOPE_KEY: {"tenant_id": tenant_id, "code": code.as_dict(), "metadata": metadata},
+        "params": params,
+    }
+
+
+def unwrap(payload: Any) -> tuple[Envelope, Any]:
+    if not isinstance(payload, dict) or not isinstance(payload.get(ENVELOPE_KEY), dict):
+        raise MissingEnvelopeError(
+            "this workflow runs tenant code, but the instance's params carry no dispatch "
+            "envelope; create its instances through wrap_workflow_binding(binding, "
+            "tenant_id=...) rather than the raw binding"
+        )
+    data = payload[ENVELOPE_KEY]
+    try:
+        code = CodeRef(**data["code"])
+        envelope = Envelope(str(data["tenant_id"]), code, dict(data.get("metadata") or {}))
+    except (KeyError, TypeError) as exc:
+        raise InvalidArgumentError(f"malformed dispatch envelope: {exc}") from None
+    return envelope, payload.get("params")
+
+
+def is_enveloped(payload: Any) -> bool:
+    return isinstance(payload, dict) and isinstance(payload.get(ENVELOPE_KEY), dict)
