@@ -25,12 +25,16 @@ def internal_id(tenant_id: str, id: str) -> str:
 
 
 def wrap_workflow_binding(
-    binding: WorkflowBinding, *, tenant_id: str, **metadata: Any
+    binding: WorkflowBinding | TenantBinding, *, tenant_id: str, **metadata: Any
 ) -> TenantBinding:
     """Give a tenant a binding that looks normal and can only see that tenant's instances.
 
     ``metadata`` travels with every instance to the loader (``plan`` names the tenant's code,
     by default the workflow's name); it is never used to decide who may do what."""
+    try:
+        json.dumps(metadata)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"dispatch metadata must be JSON data: {exc}") from None
     if isinstance(binding, TenantBinding):
         if binding.tenant_id != tenant_id:
             raise InvalidArgumentError(
@@ -42,10 +46,6 @@ def wrap_workflow_binding(
             f"wrap_workflow_binding takes a WorkflowBinding, got {type(binding).__name__}"
         )
     validate.instance_id(tenant_id)
-    try:
-        json.dumps(metadata)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"dispatch metadata must be JSON data: {exc}") from None
     return TenantBinding(binding, tenant_id, dict(metadata))
 
 

@@ -71,4 +71,6 @@ class Loader:
         if self._mode == "process":
             assert self._pool is not None
             return self._pool.runner(source, tools=tools)
+        # Validated again against this tenant's tools: a plan naming a tool the tenant lacks
+        # fails at load with the report, not at its first step.
         return sandbox.compile_plan(source, tools=tools).runner(tools=tools)

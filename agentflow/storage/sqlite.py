@@ -293,29 +293,21 @@ class SqliteStorage:
     ) -> list[tuple[float, int]]:
         """Runnable instances taken round-robin across tenants (each tenant's oldest first),
         none beyond a tenant's quota of running instances."""
-        running = dict(conn.execute(
-            "SELECT tenant, count(*) FROM instances WHERE workflow = ? AND status IN (?, ?) "
-            "GROUP BY tenant",
-            (workflow, *_ACTIVE),
-        ).fetchall())
+        # A tenant's n-th candidate is worth (running + n): the tenant with the fewest running
+        # goes next, each tenant's oldest first, and none past its quota.
         rows = conn.execute(
-            "SELECT key, iid, tenant FROM (SELECT iid, tenant, CASE WHEN status = 'queued' "
-            "THEN sched ELSE sched - ? END AS key, ROW_NUMBER() OVER (PARTITION BY tenant "
-            "ORDER BY CASE WHEN status = 'queued' THEN sched ELSE sched - ? END) AS rank "
-            "FROM instances WHERE workflow = ? AND (status = 'queued' OR "
-            "(status = 'waiting' AND sched <= ?))) WHERE rank <= ? ORDER BY rank, key LIMIT ?",
-            (WAKE_HEAD_START, WAKE_HEAD_START, workflow, now,
-             free if quota is None else min(free, quota), free * 4),
+            "WITH running AS (SELECT tenant, count(*) AS n FROM instances WHERE workflow = ? "
+            "AND status IN (?, ?) GROUP BY tenant), "
+            "candidates AS (SELECT iid, tenant, key, ROW_NUMBER() OVER (PARTITION BY tenant "
+            "ORDER BY key) AS rank FROM (SELECT iid, tenant, CASE WHEN status = 'queued' "
+            "THEN sched ELSE sched - ? END AS key FROM instances WHERE workflow = ? AND "
+            "(status = 'queued' OR (status = 'waiting' AND sched <= ?)))) "
+            "SELECT c.key, c.iid FROM candidates c LEFT JOIN running r ON r.tenant = c.tenant "
+            "WHERE c.rank <= ? AND (? IS NULL OR coalesce(r.n, 0) + c.rank <= ?) "
+            "ORDER BY coalesce(r.n, 0) + c.rank, c.key LIMIT ?",
+            (workflow, *_ACTIVE, WAKE_HEAD_START, workflow, now, free, quota, quota, free),
         ).fetchall()
-        chosen: list[tuple[float, int]] = []
-        for key, iid, tenant in rows:
-            if quota is not None and running.get(tenant, 0) >= quota:
-                continue
-            running[tenant] = running.get(tenant, 0) + 1
-            chosen.append((key, iid))
-            if len(chosen) == free:
-                break
-        return chosen
+        return [(key, iid) for key, iid in rows]
 
     def _claim_workflow(
         self, conn: sqlite3.Connection, workflow: str, limit: int, worker: str, now: float,
