@@ -9,6 +9,7 @@ when it waits for the host. Tool calls are synchronous round trips.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -36,8 +37,13 @@ class Channel:
         self._buffer = bytearray()
         self._write_fd = write_fd
         self.backlog: list[dict[str, Any]] = []
+        # Every message carries the run it belongs to, so that the host drops anything a
+        # finished run might still try to say (see Scheduler.resume).
+        self.run: int | None = None
 
     def send(self, message: dict[str, Any]) -> None:
+        if "run" not in message:
+            message = {**message, "run": self.run}
         body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
         data = _HEADER.pack(len(body)) + body
         while data:
@@ -140,9 +146,10 @@ class Gather:
 
 class Task:
     def __init__(self, coroutine: Coroutine[Any, Any, Any],
-                 done: Callable[[bool, Any], None]) -> None:
+                 done: Callable[[bool, Any], None], run: int | None) -> None:
         self.coroutine = coroutine
         self.done = done
+        self.run = run
 
 
 class Scheduler:
@@ -156,6 +163,7 @@ class Scheduler:
         # with the call: one round trip instead of two.
         self.journaled: set[tuple[str, int]] | None = None
         self.counts: dict[str, int] = {}
+        self.current_run: int | None = None
 
     def count(self, name: Any) -> int | None:
         if not isinstance(name, str):
@@ -168,10 +176,16 @@ class Scheduler:
         return self.next_call
 
     def spawn(self, coroutine: Coroutine[Any, Any, Any],
-              done: Callable[[bool, Any], None]) -> None:
-        self.resume(Task(coroutine, done), True, None)
+              done: Callable[[bool, Any], None], run: int | None = None) -> None:
+        self.resume(Task(coroutine, done, self.current_run if run is None else run), True, None)
 
     def resume(self, task: Task, ok: bool, value: Any) -> None:
+        if task.run != self.current_run:
+            # A coroutine of a finished run (say, a step.all sibling of a branch that failed
+            # and ended the run) never runs again: it could otherwise reach the next run's host.
+            with contextlib.suppress(BaseException):
+                task.coroutine.close()
+            return
         try:
             yielded = task.coroutine.send(value) if ok else task.coroutine.throw(value)
         except StopIteration as stop:
@@ -218,7 +232,7 @@ class Scheduler:
             return finish
 
         for index, awaitable in enumerate(awaitables):
-            self.spawn(_as_coroutine(awaitable), finisher(index))
+            self.spawn(_as_coroutine(awaitable), finisher(index), run=parent.run)
 
     def deliver(self, call_id: int, message: dict[str, Any]) -> None:
         task = self.waiting.pop(call_id, None)
@@ -394,7 +408,8 @@ def main() -> None:
     lock_down()
 
     scheduler = Scheduler(channel)
-    runner: Any = None
+    plan: Any = None
+    tools: dict[str, Any] = {}
     run_id: Any = None
     # print output is bounded per run: each run gets a fresh budget
     run_log = [PrintLog(lambda text: channel.send({"op": "print", "text": text}))]
@@ -407,16 +422,17 @@ def main() -> None:
                 plan = compile_plan(message["source"], tools=message.get("tools"),
                                     allowed_imports=message.get("allowed_imports")
                                     or _default_imports())
-                runner = plan.load(
-                    tools=_tool_stubs(message.get("tools") or [], channel, scheduler),
-                    print_sink=lambda text: run_log[0].write(text), print_limit=None,
-                )
+                tools = _tool_stubs(message.get("tools") or [], channel, scheduler)
                 channel.send({"op": "loaded"})
             except Exception as exc:
                 channel.send({"op": "load_failed", "error": error_info(exc)})
         elif op == "start":
-            run_id = message["run"]
+            run_id = int(message["run"])
             scheduler.waiting.clear()
+            scheduler.current_run = channel.run = run_id
+            # Fresh module globals for every run: nothing a run leaves in them reaches the next.
+            runner = plan.load(tools=tools, print_sink=lambda text: run_log[0].write(text),
+                               print_limit=None)
             scheduler.counts = {}
             known = message.get("journaled")
             scheduler.journaled = None if known is None else {
@@ -433,6 +449,8 @@ def main() -> None:
                 except (TypeError, ValueError) as exc:  # a live object: only data crosses
                     ok, value = False, TypeError(f"the plan returned a value that is not "
                                                  f"plain data: {exc}")
+                finally:
+                    scheduler.current_run = channel.run = None
                 channel.send({"op": "failed", "run": current, "error": error_info(value)})
 
             scheduler.spawn(
@@ -443,8 +461,10 @@ def main() -> None:
         elif op == "body":
             _run_body(channel, scheduler, message)
         elif op == "cancel":
+            scheduler.current_run = channel.run = None
             for task in scheduler.waiting.values():
-                task.coroutine.close()
+                with contextlib.suppress(BaseException):
+                    task.coroutine.close()
             scheduler.waiting.clear()
             channel.send({"op": "cancelled", "run": message.get("run")})
         elif op == "exit":

@@ -19,7 +19,10 @@ class WireError(Exception):
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    try:
+        body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+    except RecursionError:
+        raise WireError("the message nests too deeply to send") from None
     if len(body) > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {len(body)} bytes is over the {MAX_MESSAGE_BYTES} limit")
     return _HEADER.pack(len(body)) + body

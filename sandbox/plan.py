@@ -64,9 +64,10 @@ class CompiledPlan:
             if current is not None:
                 current.write(text)
 
-        run = self.load(tools=tools, print_sink=route, print_limit=None)
-
         async def run_in_process(event: Any, step: Any) -> Any:
+            # Fresh module globals for every run: nothing one run (or tenant) leaves in them
+            # reaches the next.
+            run = self.load(tools=tools, print_sink=route, print_limit=None)
             log = getattr(step, "log", None)
             sinks = [s for s in (log if callable(log) else None, print_sink) if s is not None]
             def write(text: str) -> None:

@@ -131,6 +131,10 @@ class SandboxPool:
     async def _acquire(self, sha: str) -> _Process:
         async with self._freed:
             while True:
+                for process in [p for p in self._idle if p.proc.returncode is not None]:
+                    self._idle.remove(process)  # died while idle: never hand it out
+                    process.kill()
+                    self._count -= 1
                 for process in self._idle:
                     if process.plan_sha == sha:
                         self._idle.remove(process)
@@ -194,6 +198,8 @@ async def _load(process: _Process, source: str, tools: Mapping[str, Any],
     await process.send({"op": "load", "source": source, "tools": sorted(tools),
                         "allowed_imports": sorted(allowed_imports)})
     reply = await process.receive()
+    while reply.get("op") not in ("loaded", "load_failed"):  # skip what an old run left
+        reply = await process.receive()
     if reply.get("op") != "loaded":
         raise SandboxCrashed(f"the sandbox could not load the plan: {reply.get('error')}")
 
@@ -236,7 +242,13 @@ class _Session:
         journaled = getattr(self.step, "journaled", None)
         if callable(journaled):  # lets the child run new steps' bodies without asking first
             start["journaled"] = [list(key) for key in journaled()]
-        await self.process.send(start)
+        try:
+            await self.process.send(start)
+        except (TypeError, ValueError, RecursionError, _wire.WireError) as exc:
+            self.reusable = True  # nothing reached the child
+            raise SandboxError(f"the event cannot be sent to the sandbox: {exc}") from None
+        except (ConnectionError, BrokenPipeError) as exc:
+            raise self._died(exc) from None
         watchdog = asyncio.create_task(self._watch(self.process.cpu_seconds()))
         self.serving = asyncio.create_task(self._serve())
         try:
@@ -290,11 +302,29 @@ class _Session:
                 return
 
     def _dispatch(self, message: dict[str, Any]) -> tuple[bool, Any]:
+        try:
+            outcome = self._dispatch_checked(message)
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise SandboxCrashed(f"the sandbox broke the protocol: {exc!r}"[:500]) from None
+        if isinstance(outcome, BaseException):
+            raise outcome  # the plan's own error: not a protocol problem
+        return outcome
+
+    def _dispatch_checked(self, message: dict[str, Any]) -> tuple[bool, Any] | Exception:
+        if message.get("run") != self.id:
+            return False, None  # left over from an earlier run in this process: never served
         op = message["op"]
+        if op in ("step", "tool", "body_result") and not (
+            isinstance(message.get("call"), int) or isinstance(message.get("body"), int)
+        ):
+            raise SandboxCrashed(f"the sandbox broke the protocol: {op!r} without a call id")
         if op == "done":
             return True, message.get("value")
         if op == "failed":
-            raise plan_error(message.get("error") or {})
+            error = message.get("error")
+            if not isinstance(error, dict):
+                raise TypeError("'failed' without an error object")
+            return plan_error(error)
         if op == "print":
             text = str(message.get("text", ""))
             if self.print_sink is not None:
@@ -320,7 +350,7 @@ class _Session:
     async def _reply(self, call: Any, **fields: Any) -> None:
         try:
             await self.process.send({"op": "reply", "call": call, **fields})
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError, _wire.WireError) as exc:
             await self.process.send({"op": "reply", "call": call,
                                      "error": {"name": "TypeError", "message": str(exc)}})
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import agentflow as af
 import sandbox
+from sandbox.process import SandboxPool
 from tests.conftest import drive
 
 SECRET = "top secret canary contents\n"
@@ -187,3 +188,60 @@ async def run_plan(
     # Finalise coroutines a hostile plan abandoned half-run now, not while pytest works.
     gc.collect()
     return Outcome("ran", report, details, printed)
+
+
+# -- the same, with the plan in a sandbox process ---------------------------------------------
+async def run_plan_in_pool(
+    source: str, root: Path, pool: SandboxPool, *, tools: ToolBox | None = None,
+    tool_names: tuple[str, ...] = TOOL_NAMES, timeout: float = 10.0,
+) -> Outcome:
+    """:func:`run_plan`, but the plan runs in ``pool``'s sandbox processes
+    (``pool.runner``) through a real engine on a SQLite file under ``root/engine``."""
+    report = sandbox.validate(source, tools=list(tool_names))
+    box = tools or ToolBox(root / "docs")
+    granted = {name: fn for name, fn in box.granted().items() if name in tool_names}
+    if not report.ok:
+        try:
+            pool.runner(source, tools=granted)
+        except sandbox.PlanRejected:
+            return Outcome("rejected", report)
+        raise AssertionError("SandboxPool.runner accepted a plan that validate rejected")
+    printed: list[str] = []
+    runner = pool.runner(source, tools=granted, print_sink=printed.append)
+    (root / "engine").mkdir(exist_ok=True)
+    clock = af.FakeClock()
+    async with af.Engine.open(
+        f"sqlite:///{root / 'engine' / 'db'}", clock=clock, poll_interval=0.02
+    ) as engine:
+        try:
+            binding = engine.register("p", runner)
+        except af.AgentflowError as exc:
+            return Outcome("register-failed", report, printed=printed, error=exc)
+        instance = await binding.create(params={
+            "canary": str(root / "canary.txt"), "dir": str(root), "url": "https://example.com",
+        })
+        details = await drive(engine, clock, instance, timeout=timeout)
+    return Outcome("ran", report, details, printed)
+
+
+def plain_types(value: Any) -> set[str]:
+    """The names of every type inside ``value`` (containers and leaves)."""
+    seen: set[str] = set()
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        seen.add(type(item).__name__)
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return seen
+
+
+PLAIN_TYPE_NAMES = frozenset({"dict", "list", "str", "int", "float", "bool", "NoneType"})
+
+
+def sandbox_workdirs_are_empty(pool: SandboxPool) -> bool:
+    """No idle sandbox process left a file in its working directory."""
+    return all(not os.listdir(p.workdir) for p in pool._idle if os.path.isdir(p.workdir))
