@@ -818,6 +818,7 @@ async def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> AsyncIterator
     yield children
     for pool in children.pools:
         await pool.close()
+    gc.collect()
 
 
 PLAN_FOR_FAKES = """
