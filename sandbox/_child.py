@@ -442,6 +442,13 @@ def main() -> None:
             current = run_id
 
             def finished(ok: bool, value: Any, current: Any = current) -> None:
+                # Close what the run left waiting (step.all siblings) while the run is still
+                # the current one: their finally blocks run now, on this run's CPU budget,
+                # never during the next run.
+                for task in list(scheduler.waiting.values()):
+                    with contextlib.suppress(BaseException):
+                        task.coroutine.close()
+                scheduler.waiting.clear()
                 try:
                     if ok:
                         channel.send({"op": "done", "run": current, "value": value})

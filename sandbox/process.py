@@ -314,8 +314,9 @@ class _Session:
         if message.get("run") != self.id:
             return False, None  # left over from an earlier run in this process: never served
         op = message["op"]
-        if op in ("step", "tool", "body_result") and not (
-            isinstance(message.get("call"), int) or isinstance(message.get("body"), int)
+        has_call = isinstance(message.get("call"), int)
+        if (op in ("step", "tool") and not has_call) or (
+            op == "body_result" and not (has_call or isinstance(message.get("body"), int))
         ):
             raise SandboxCrashed(f"the sandbox broke the protocol: {op!r} without a call id")
         if op == "done":

@@ -212,6 +212,17 @@ def tool_without_call(run: int, sentinel: str) -> None:
     idle_until_exit()
 
 
+def step_with_a_body_but_no_call(run: int, sentinel: str) -> None:
+    """An integer ``body`` but no ``call``: the host must still not wait forever."""
+    send({"op": "step", "method": "sleep", "name": "nap", "duration": 0, "body": 1})
+    idle_until_exit()
+
+
+def tool_with_a_body_but_no_call(run: int, sentinel: str) -> None:
+    send({"op": "tool", "name": "spy", "args": [1], "kwargs": {}, "body": 1})
+    idle_until_exit()
+
+
 def body_result_with_bad_id(run: int, sentinel: str) -> None:
     send({"op": "body_result", "body": "not a number", "value": 1})
     idle_until_exit()
@@ -263,6 +274,8 @@ MODES: dict[str, Callable[[int, str], None]] = {
     "failed-as-odd-name": failed_as("not an identifier; import os"),
     "step-without-call": step_without_call,
     "tool-without-call": tool_without_call,
+    "step-with-a-body-but-no-call": step_with_a_body_but_no_call,
+    "tool-with-a-body-but-no-call": tool_with_a_body_but_no_call,
     "body-result-with-bad-id": body_result_with_bad_id,
     "speculative-step-with-bad-body": speculative_step_with_bad_body,
     "failed-with-a-string-error": failed_with_a_string_error,

@@ -724,6 +724,66 @@ async def test_a_finished_run_cannot_break_the_next_plan_in_its_process(
         await assert_pool_serves(engine, pool)
 
 
+LEFTOVER_FINALLY = """
+    async def run(event, step):
+        async def body():
+            try:
+                return await step.do("inner", lambda: 1)
+            finally:
+                tools.fetch("from the finally of " + str(event.payload))
+
+        async def fail():
+            raise ValueError("end the run now")
+
+        if event.payload == "attacker":
+            try:
+                await step.all(step.do("outer", body), fail())
+            except ValueError:
+                pass
+            return "attacker done"
+        return await step.do("mine", lambda: tools.fetch("sent by B"))
+"""
+
+
+@pytest.mark.parametrize("next_plan", ["same-plan", "other-plan"])
+async def test_a_finished_run_cannot_stall_the_next_run_from_a_finally(
+    engine: af.Engine, next_plan: str, quiet: None
+) -> None:
+    """FINDING (host hang, found after the fix of the leftover-run finding): a coroutine of a
+    finished run still runs its ``finally`` when the child drops it (``waiting.clear()`` at
+    the next ``start``). A tool call there is sent with ``run: None``, the host rightly drops
+    it, and the child blocks in ``Channel.call`` waiting for a reply that never comes. The
+    next run on that process, of any plan or tenant, never starts and never fails."""
+    fetched: list[str] = []
+
+    def fetch(what: str) -> str:
+        fetched.append(what)
+        return "tenant B's secret"
+
+    async with SandboxPool(size=1, max_size=1, limits=LIMITS) as pool:
+        attacker = await start(engine, pool, LEFTOVER_FINALLY, params="attacker",
+                               tools={"fetch": lambda what: "tenant A's data"})
+        assert (await wait_for(attacker, *DONE, timeout=10)).status == "complete"
+        if next_plan == "same-plan":
+            victim = await start(engine, pool, LEFTOVER_FINALLY, params="victim",
+                                 tools={"fetch": fetch})
+            expected: Any = "tenant B's secret"
+        else:
+            victim = await start(engine, pool, """
+                async def run(event, step):
+                    return await step.do("o", lambda: "other plan")
+            """)
+            expected = "other plan"
+        details = await wait_for(victim, *DONE, "running", timeout=HANG)
+        deadline = time.monotonic() + HANG
+        while details.status not in DONE and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+            details = await victim.status()
+    assert details.status == "complete" and details.output == expected, (
+        f"the next run is {details.status}")
+    assert all("finally" not in what for what in fetched), fetched
+
+
 async def test_tenants_sharing_a_plan_do_not_share_its_globals(engine: af.Engine) -> None:
     """FINDING (cross-tenant leak): the pool keeps warm processes per plan sha256 only, so two
     tenants registering the same source share the plan's module globals in the process: a
@@ -937,13 +997,18 @@ def test_plan_errors_are_ordinary_exceptions(name: str) -> None:
                                   asyncio.CancelledError))
 
 
-@pytest.mark.parametrize("mode", ["step-without-call", "tool-without-call"])
+@pytest.mark.parametrize("mode", [
+    "step-without-call", "tool-without-call",
+    "step-with-a-body-but-no-call", "tool-with-a-body-but-no-call",
+])
 async def test_a_request_without_a_call_id_does_not_hang_the_run(
     engine: af.Engine, fake: FakeChildren, mode: str, quiet: None
 ) -> None:
     """FINDING (host hang): a ``step`` or ``tool`` message without ``call`` makes the host's
     task die with ``KeyError`` when it replies; nothing fails the run, so it stays
-    ``running`` forever and holds its sandbox process."""
+    ``running`` forever and holds its sandbox process. (The protocol check added since
+    accepts an integer ``body`` in place of ``call``, so the ``with-a-body`` variants still
+    hang.)"""
     fake.mode = mode
     async with SandboxPool(size=1, max_size=2, limits=LIMITS) as pool:
         instance = await start(engine, pool, PLAN_FOR_FAKES, tools={"spy": lambda x: x})

@@ -170,6 +170,23 @@ BOMBS: dict[str, tuple[str, set[str]]] = {
         async def run(event, step):
             return json.loads("[" * 1000000 + "]" * 1000000)
     """, {"RecursionError"}),
+    # Module level may hold constants, and ``**`` or ``*`` of constants is not a call: the
+    # module is executed for every run (fresh globals), in the sandbox process.
+    "module-level-power": ("""
+        X = 10 ** (10 ** 9) > 1
+        async def run(event, step):
+            return X
+    """, CPU),
+    "module-level-string": ("""
+        X = "x" * (10 ** 10)
+        async def run(event, step):
+            return len(X)
+    """, {"MemoryError", "SandboxCrashed"}),
+    "module-level-list": ("""
+        X = [0] * (10 ** 8)
+        async def run(event, step):
+            return len(X)
+    """, {"MemoryError", "SandboxCrashed"}),
     "memory-bomb-in-a-step": ("""
         import random
         async def run(event, step):
