@@ -282,7 +282,7 @@ def _retry_delay(retries: Retries, context: StepContext, error: Exception, attem
     if retries.backoff == "linear":
         return base * attempt
     if retries.backoff == "exponential":
-        return base * float(2 ** (attempt - 1))
+        return base * float(2 ** min(attempt - 1, 64))  # no overflow after many attempts
     return base
 
 

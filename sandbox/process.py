@@ -178,17 +178,17 @@ class SandboxPool:
 
         async def run(event: Any, step: Any) -> Any:
             process = await self._acquire(plan.sha256)
-            healthy = False
+            session: _Session | None = None
             try:
                 if process.plan_sha != plan.sha256:
                     await _load(process, source, granted, allowed_imports)
                     process.plan_sha = plan.sha256
                 session = _Session(process, step, granted, print_sink, self.limits)
-                result = await session.run(event)
-                healthy = session.reusable
-                return result
+                return await session.run(event)
             finally:
-                await self._release(process, healthy)
+                # Reused after a finished run, and after a suspended one whose child
+                # acknowledged the cancel; replaced otherwise.
+                await self._release(process, session is not None and session.reusable)
 
         return run
 
