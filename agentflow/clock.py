@@ -98,18 +98,3 @@ async def _settle() -> None:
     # Let callbacks and the tasks they wake run a few turns of the loop.
     for _ in range(5):
         await asyncio.sleep(0)
-
-
-async def sleep_until(clock: Clock, when: float) -> None:
-    if when <= clock.now():
-        return
-    future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    def wake() -> None:
-        if not future.done():
-            future.set_result(None)
-
-    timer = clock.call_at(when, wake)
-    try:
-        await future
-    finally:
-        timer.cancel()

@@ -57,7 +57,3 @@ def unwrap(payload: Any) -> tuple[Envelope, Any]:
     except (KeyError, TypeError) as exc:
         raise InvalidArgumentError(f"malformed dispatch envelope: {exc}") from None
     return envelope, payload.get("params")
-
-
-def is_enveloped(payload: Any) -> bool:
-    return isinstance(payload, dict) and isinstance(payload.get(ENVELOPE_KEY), dict)
