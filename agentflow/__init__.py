@@ -39,6 +39,7 @@ from .records import (
     StepConfig,
     StepContext,
     StepEvent,
+    StepInfo,
 )
 from .status import InstanceStatus
 from .step import Step
@@ -75,6 +76,7 @@ __all__ = [
     "StepContext",
     "StepError",
     "StepEvent",
+    "StepInfo",
     "StepLimitExceededError",
     "StorageError",
     "SystemClock",

@@ -14,9 +14,9 @@ from . import _validate as validate
 from . import transitions
 from ._codec import decode, encode
 from .errors import InstanceNotFoundError, InvalidArgumentError, InvalidStateError
-from .records import ErrorInfo, InstanceDetails, InstanceEvent, _utc
+from .records import ErrorInfo, InstanceDetails, InstanceEvent, StepInfo, _utc
 from .status import FINISHED, InstanceStatus
-from .storage import HistoryRow, InstanceRow, LeaseLost
+from .storage import HistoryRow, InstanceRow, LeaseLost, StepRecord
 
 if TYPE_CHECKING:
     from .engine import Engine
@@ -64,6 +64,18 @@ def _events(row: HistoryRow) -> list[InstanceEvent]:
     ]
 
 
+def step_info(record: StepRecord) -> StepInfo:
+    error = (ErrorInfo(record.error_name, record.error_message or "")
+             if record.error_name else None)
+    return StepInfo(
+        name=record.name, count=record.count, kind=record.kind, state=record.state,
+        result=decode(record.result), error=error, attempts=record.attempts,
+        started_at=_utc(record.started_at),
+        finished_at=_utc(record.finished_at) if record.finished_at is not None else None,
+        event_type=record.event_type,
+    )
+
+
 class Instance:
     """One workflow instance. Obtain it from ``binding.create`` or ``binding.get``."""
 
@@ -88,6 +100,11 @@ class Instance:
     async def status(self) -> InstanceDetails:
         """Current status, with ``output`` once complete and ``error`` once errored."""
         return details(await self._row())
+
+    async def steps(self) -> list[StepInfo]:
+        """The instance's journal so far: every step occurrence, in the order they began."""
+        row = await self._row()
+        return [step_info(r) for r in await self._engine._storage.load_journal(row.iid)]
 
     async def pause(self) -> None:
         """Pause: at once when sleeping, waiting or queued; after the current step when running."""

@@ -90,6 +90,28 @@ class InstanceDetails:
 
 
 @dataclass(frozen=True, slots=True)
+class StepInfo:
+    """One entry of an instance's journal (``instance.steps()``), in journal order.
+
+    ``kind`` is do, sleep or wait. ``state`` is completed or errored (final), or sleeping,
+    waiting or retrying. ``result`` is the decoded JSON result of a completed step (for a
+    wait, ``{"type", "payload", "timestamp"}`` of the event it took); ``error`` says why an
+    errored step failed. ``attempts`` counts the attempts made so far.
+    """
+
+    name: str
+    count: int
+    kind: str
+    state: str
+    result: Any = None
+    error: ErrorInfo | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    event_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InstanceEvent:
     """One entry of an instance's history feed (``instance.events()``).
 

@@ -8,6 +8,7 @@
 This package imports nothing from agentflow or planners.
 """
 
+from .fingerprint import inputs_fingerprint
 from .plan import CompiledPlan, compile_plan
 from .report import Diagnostic, PlanRejected, Report
 from .validate import DEFAULT_IMPORTS, MAX_DEPTH, MAX_SOURCE_BYTES, validate
@@ -21,5 +22,6 @@ __all__ = [
     "PlanRejected",
     "Report",
     "compile_plan",
+    "inputs_fingerprint",
     "validate",
 ]

@@ -21,6 +21,8 @@ from collections.abc import Callable, Coroutine, Generator
 from datetime import datetime
 from typing import Any
 
+from .fingerprint import inputs_fingerprint
+
 _HEADER = struct.Struct(">I")
 
 
@@ -162,6 +164,8 @@ class Scheduler:
         # (name, occurrence) is not among them runs its body at once and sends the result
         # with the call: one round trip instead of two.
         self.journaled: set[tuple[str, int]] | None = None
+        # The host asked for each step body's inputs fingerprint (to reuse earlier results).
+        self.fingerprints = False
         self.counts: dict[str, int] = {}
         self.current_run: int | None = None
 
@@ -276,6 +280,8 @@ class StepProxy:
         scheduler.bodies[body] = fn
         message = {"op": "step", "method": "do", "name": name, "body": body,
                    "retries": retries, "timeout": timeout}
+        if scheduler.fingerprints:
+            message["inputs"] = _fingerprint(fn)
         try:
             if (scheduler.journaled is None or count is None
                     or (name, count) in scheduler.journaled):
@@ -367,6 +373,19 @@ class SandboxViolation(RuntimeError):
     """Raised inside the sandbox process by the audit hook."""
 
 
+# True only while the runtime itself reads a step body's code (never while plan code runs):
+# the audit hook then lets attribute reads such as fn.__code__ through.
+_READING_CODE = [False]
+
+
+def _fingerprint(fn: Callable[..., Any]) -> str | None:
+    _READING_CODE[0] = True
+    try:
+        return inputs_fingerprint(fn)
+    finally:
+        _READING_CODE[0] = False
+
+
 def lock_down() -> None:
     """Defense in depth under the RestrictedPython policy: from here on this process may not
     open files or sockets, start processes, or import modules it has not imported already.
@@ -379,7 +398,8 @@ def lock_down() -> None:
         if event == "import":
             if args and args[0] not in loaded:
                 raise SandboxViolation(f"import of {args[0]!r} is not allowed in the sandbox")
-        elif event.startswith(_BLOCKED_EVENTS):
+        elif event.startswith(_BLOCKED_EVENTS) and not (
+                _READING_CODE[0] and event == "object.__getattr__"):
             raise SandboxViolation(f"{event} is not allowed in the sandbox")
 
     sys.addaudithook(hook)
@@ -434,6 +454,7 @@ def main() -> None:
             runner = plan.load(tools=tools, print_sink=lambda text: run_log[0].write(text),
                                print_limit=None)
             scheduler.counts = {}
+            scheduler.fingerprints = message.get("inputs") is True
             known = message.get("journaled")
             scheduler.journaled = None if known is None else {
                 (str(name), int(count)) for name, count in known

@@ -242,6 +242,8 @@ class _Session:
         journaled = getattr(self.step, "journaled", None)
         if callable(journaled):  # lets the child run new steps' bodies without asking first
             start["journaled"] = [list(key) for key in journaled()]
+        if getattr(self.step, "wants_inputs", False) is True:
+            start["inputs"] = True  # the child sends each body's inputs_fingerprint
         try:
             await self.process.send(start)
         except (TypeError, ValueError, RecursionError, _wire.WireError) as exc:
@@ -399,6 +401,9 @@ class _Session:
                     raise plan_error(result["error"])
                 return result.get("value")
 
+            inputs = message.get("inputs")
+            if isinstance(inputs, str) and len(inputs) == 64:
+                run_body.inputs_fingerprint = inputs  # type: ignore[attr-defined]
             kwargs = {k: message[k] for k in ("retries", "timeout") if message.get(k) is not None}
             return await self.step.do(name, run_body, **kwargs)
         if method == "sleep":

@@ -12,7 +12,7 @@ from .. import _validate as validate
 from .._codec import encode
 from ..errors import InstanceNotFoundError, InvalidArgumentError
 from ..instance import Instance, WorkflowBinding
-from ..records import InstanceDetails, InstanceEvent
+from ..records import InstanceDetails, InstanceEvent, StepInfo
 from ..storage import Change, HistoryItem, InstanceRow
 from .envelope import CodeRef, unwrap, wrap
 from .registry import CodeRegistry
@@ -146,6 +146,15 @@ class TenantInstance:
         """The code version this instance is pinned to."""
         envelope, _ = unwrap((await self._instance.status()).params)
         return envelope.code
+
+    async def metadata(self) -> dict[str, Any]:
+        """The dispatch metadata the instance was created with."""
+        envelope, _ = unwrap((await self._instance.status()).params)
+        return envelope.metadata
+
+    async def steps(self) -> list[StepInfo]:
+        """The instance's journal (see ``Instance.steps``)."""
+        return await self._instance.steps()
 
     async def upgrade(self, code: CodeRef | None = None) -> CodeRef:
         """Pin the instance to other code (by default the tenant's newest version) from its
