@@ -197,6 +197,10 @@ class Agent:
             instance = await self._launch(goal, params, draft,
                                           f"{base_id}-r{len(attempts)}", instance.id)
 
+    async def get(self, id: str) -> TenantInstance:
+        """An instance of this agent's tenant by id."""
+        return await self._binding.get(id)
+
     async def plan_of(self, instance: TenantInstance | str) -> PlanRecord:
         """The plan an instance of this agent runs, with its provenance."""
         if isinstance(instance, str):

@@ -46,7 +46,7 @@ def validate_plan(source: str, tools: Mapping[str, Tool],
     """The sandbox's verdict plus the planner's own rule: gated tools only after approval."""
     report = sandbox.validate(source, tools=list(tools), allowed_imports=allowed_imports)
     gated = [name for name, tool in tools.items() if tool.needs_approval]
-    extra = check_gates(source, gated) if report.ok else []
+    extra = check_gates(source, gated)
     if not extra:
         return report
     return sandbox.Report(report.source, (*report.diagnostics, *extra))

@@ -53,15 +53,22 @@ class OpenAIChatModel:
             request["temperature"] = self.temperature
         if self.max_tokens is not None:
             request["max_tokens"] = self.max_tokens
-        create = self.client.chat.completions.create
+        completions = self.client.chat.completions
+        create = completions.create
         try:
-            if inspect.iscoroutinefunction(create):
-                response = await create(**request)
-            else:
+            if _is_async(completions, create):
+                response = create(**request)
+            else:  # a sync client blocks: keep it off the event loop
                 response = await asyncio.to_thread(create, **request)
+            if inspect.isawaitable(response):
+                response = await response
         except Exception as exc:
             raise ModelError(f"{self.name}: the chat completion request failed: {exc}") from exc
         return _completion(response, self.model)
+
+
+def _is_async(completions: Any, create: Any) -> bool:
+    return inspect.iscoroutinefunction(create) or type(completions).__name__.startswith("Async")
 
 
 def _completion(response: Any, model: str) -> Completion:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agentflow.examples.release_tools import GATED, SAMPLE_REPO, ReleaseTools
+from planners.demo.release_tools import GATED, SAMPLE_REPO, ReleaseTools
 
 
 async def _installed(tools: ReleaseTools, path: str) -> dict[str, object]:

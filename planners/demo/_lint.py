@@ -1,4 +1,4 @@
-"""A tiny stdlib linter for the release demo: ``python -m agentflow.examples._lint PATH``.
+"""A tiny stdlib linter for the release demo: ``python -m planners.demo._lint PATH``.
 
 Compiles every ``.py`` file under PATH (or PATH itself) and flags lines longer than 100
 characters, trailing whitespace and tabs. Prints one problem per line as
@@ -59,7 +59,7 @@ def lint(root: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:
-        print("usage: python -m agentflow.examples._lint PATH", file=sys.stderr)
+        print("usage: python -m planners.demo._lint PATH", file=sys.stderr)
         return 2
     root = Path(args[0])
     if not root.exists():

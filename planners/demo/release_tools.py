@@ -148,7 +148,7 @@ class ReleaseTools:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
         code, output = await _run(
-            "-m", "agentflow.examples._lint", str(target), cwd=self.workdir, env=env
+            "-m", "planners.demo._lint", str(target), cwd=self.workdir, env=env
         )
         if code not in (0, 1):
             raise RuntimeError(f"linter failed (exit {code}):\n{output.strip()}")
