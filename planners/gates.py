@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from typing import Any
@@ -28,12 +29,22 @@ class ApprovalRequiredError(af.NonRetryableError):
 
 
 class _Grants:
-    """Approvals granted in one run and not used yet."""
+    """Approvals granted in one run, and the gated calls that used them. A call with the same
+    tool and arguments as one already approved (a retry) needs no new approval."""
 
-    __slots__ = ("count",)
+    __slots__ = ("count", "used")
 
     def __init__(self) -> None:
         self.count = 0
+        self.used: set[str] = set()
+
+    def admit(self, call: str) -> bool:
+        if call in self.used:
+            return True
+        if len(self.used) < self.count:
+            self.used.add(call)
+            return True
+        return False
 
 
 _GRANTS: ContextVar[_Grants | None] = ContextVar("agentflow_approval_grants", default=None)
@@ -57,17 +68,18 @@ def note_event(event_type: str, payload: Any) -> None:
 
 
 def guard(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` that runs only when the current run holds an unused approval, and uses it."""
+    """``fn`` that runs only when the current run holds an approval for this call: one
+    approval per distinct call (tool and arguments); retries of a call need no new one."""
 
     async def gated(*args: Any, **kwargs: Any) -> Any:
         grants = _GRANTS.get()
-        if grants is None or grants.count < 1:
+        call = json.dumps([name, args, kwargs], sort_keys=True, default=repr)
+        if grants is None or not grants.admit(call):
             raise ApprovalRequiredError(
                 f"tool {name!r} needs a person's approval: wait for an event of type "
                 f"{APPROVAL_EVENT!r} whose payload has approved=true before the step that "
                 "calls it"
             )
-        grants.count -= 1
         result = fn(*args, **kwargs)
         return await result if inspect.isawaitable(result) else result
 

@@ -38,8 +38,8 @@ Rules of durable plans (a validator enforces them; a plan that breaks one is sen
                                             timeout="1 hour")
        if not decision.payload.get("approved"):
            return {{"status": "rejected", "by": decision.payload.get("by")}}
-   One approval allows one call of a gated tool. A timeout raises WorkflowTimeoutError,
-   which the plan may catch.
+   One approval allows one call of a gated tool (and its retries). A timeout raises
+   WorkflowTimeoutError, which the plan may catch.
 6. Independent steps may run in parallel: `a, b = await step.all(step.do(...), step.do(...))`.
 7. Allowed imports: {imports}. No classes, generators, `global`, bare `except:`, or
    names starting with '_'. Catch specific exceptions (e.g. `except Exception as error:`).
