@@ -14,7 +14,11 @@ class AgentflowError(Exception):
 
 
 class NonRetryableError(AgentflowError):
-    """Raise from a step body to fail the step at once, without further retries."""
+    """Raise from a step body to fail the step at once, without further retries. Any
+    exception whose ``non_retryable`` attribute is True is treated the same way (plans in the
+    sandbox raise ``NonRetryableError`` of their own, which carries it)."""
+
+    non_retryable = True
 
 
 class WorkflowTimeoutError(AgentflowError, TimeoutError):

@@ -112,7 +112,8 @@ class Step:
         name, count, attempt = current.name, current.count, current.attempt
         err_name, message, where = describe(error)
         info = {"name": err_name, "message": message}
-        if isinstance(error, _NOT_RETRIED) or attempt > retries.limit:
+        if (isinstance(error, _NOT_RETRIED) or getattr(error, "non_retryable", False) is True
+                or attempt > retries.limit):
             run.attempt_ended(current, "attempt.failed", error=info, retry_in=None)
             run.history("step.errored", name, count, attempt, error=info)
             await run.save(StepRecord(

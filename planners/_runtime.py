@@ -59,6 +59,7 @@ class AgentRuntime:
         self.loader = Loader(engine, tools_for=self._granted, mode=mode, pool=self.pool)
         self._seeds: OrderedDict[tuple[str, str], dict[Key, Seed]] = OrderedDict()
         self._started = False
+        self._registered = False  # stays registered on the engine: the engine cannot forget
         self.users = 0
 
     def grant(self, tenant_id: str, tools: dict[str, Tool]) -> None:
@@ -79,15 +80,24 @@ class AgentRuntime:
         plan before the pool is up)."""
         if self._started:
             return
-        if self.owns_pool and self.pool is not None:
+        if self.owns_pool:
+            if self.pool is None:  # closed before: a fresh pool and loader
+                self.pool = SandboxPool()
+                self.loader = Loader(self.engine, tools_for=self._granted, mode=self.mode,
+                                     pool=self.pool)
             await self.pool.start()
-        self.engine.register(self.workflow, create_dynamic_workflow_entrypoint(self._load))
+        if not self._registered:
+            self.engine.register(self.workflow, create_dynamic_workflow_entrypoint(self._load))
+            self._registered = True
         self._started = True
 
     async def close(self) -> None:
+        """Stop the sandbox processes this runtime started. The workflow stays registered;
+        the next agent starts them again."""
         if self.owns_pool and self.pool is not None:
             await self.pool.close()
-        _RUNTIMES.get(self.engine, {}).pop(self.workflow, None)
+            self.pool = None
+        self._started = False
 
     def _granted(self, tenant_id: str) -> dict[str, Callable[..., Any]]:
         tools = self.tools.get(tenant_id, {})

@@ -121,11 +121,12 @@ class Agent:
         self.tools: dict[str, Tool] = to_tools(tools, needs_approval)
         self.tenant_id = tenant_id
         self.max_revisions = max_revisions
-        self._runtime = runtime_for(engine, workflow, sandbox, pool)
-        self._runtime.grant(tenant_id, self.tools)
-        self._runtime.users += 1
+        runtime = runtime_for(engine, workflow, sandbox, pool)
+        self._binding = runtime.binding(tenant_id)  # validates tenant_id
+        runtime.grant(tenant_id, self.tools)  # checked last: nothing to undo when it fails
+        runtime.users += 1
+        self._runtime = runtime
         self._closed = False
-        self._binding = self._runtime.binding(tenant_id)  # validates tenant_id
 
     async def __aenter__(self) -> Agent:
         await self._runtime.start()

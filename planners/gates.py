@@ -29,20 +29,20 @@ class ApprovalRequiredError(af.NonRetryableError):
 
 
 class _Grants:
-    """Approvals granted in one run, and the gated calls that used them. A call with the same
-    tool and arguments as one already approved (a retry) needs no new approval."""
+    """Approvals granted in one run, and the step occurrences that used them: one approval
+    admits every gated call of one step occurrence (its retries included), no more."""
 
     __slots__ = ("count", "used")
 
     def __init__(self) -> None:
         self.count = 0
-        self.used: set[str] = set()
+        self.used: set[object] = set()
 
-    def admit(self, call: str) -> bool:
-        if call in self.used:
+    def admit(self, caller: object) -> bool:
+        if caller in self.used:
             return True
         if len(self.used) < self.count:
-            self.used.add(call)
+            self.used.add(caller)
             return True
         return False
 
@@ -68,13 +68,15 @@ def note_event(event_type: str, payload: Any) -> None:
 
 
 def guard(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` that runs only when the current run holds an approval for this call: one
-    approval per distinct call (tool and arguments); retries of a call need no new one."""
+    """``fn`` that runs only when the current run holds an approval for the step calling it:
+    one approval per step occurrence that calls gated tools (retries need no new one)."""
 
     async def gated(*args: Any, **kwargs: Any) -> Any:
         grants = _GRANTS.get()
-        call = json.dumps([name, args, kwargs], sort_keys=True, default=repr)
-        if grants is None or not grants.admit(call):
+        # The step occurrence making the call; a call from no known step is its own caller.
+        caller = sandbox.calling_step() or ("call", name, json.dumps(
+            [args, kwargs], sort_keys=True, default=repr))
+        if grants is None or not grants.admit(caller):
             raise ApprovalRequiredError(
                 f"tool {name!r} needs a person's approval: wait for an event of type "
                 f"{APPROVAL_EVENT!r} whose payload has approved=true before the step that "

@@ -3,6 +3,7 @@ signatures, the sandbox's allowed imports and the granted tools with their schem
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -38,14 +39,15 @@ Rules of durable plans (a validator enforces them; a plan that breaks one is sen
                                             timeout="1 hour")
        if not decision.payload.get("approved"):
            return {{"status": "rejected", "by": decision.payload.get("by")}}
-   One approval allows one call of a gated tool (and its retries). A timeout raises
-   WorkflowTimeoutError, which the plan may catch.
+   One approval covers the gated tool calls of one step (and its retries). A timeout raises
+   TimeoutError, which the plan may catch (`except TimeoutError:`).
 6. Independent steps may run in parallel: `a, b = await step.all(step.do(...), step.do(...))`.
 7. Allowed imports: {imports}. No classes, generators, `global`, bare `except:`, or
    names starting with '_'. Catch specific exceptions (e.g. `except Exception as error:`).
 8. Reply with the complete module in one ```python code block and nothing else."""
 
 
+@functools.cache
 def step_api() -> str:
     """The step methods a plan may call, with signatures and summaries from agentflow."""
     lines = []
@@ -78,7 +80,8 @@ def system_prompt(tools: Mapping[str, Tool],
         "retried, sleeps and waits cost nothing, and a person approves risky actions.\n\n"
         f"The step API (the `step` argument of run):\n{step_api()}\n"
         "Retries: step.do(..., retries={\"limit\": 3, \"delay\": \"2 seconds\", "
-        "\"backoff\": \"exponential\"}); raise NonRetryableError to stop retrying.\n\n"
+        "\"backoff\": \"exponential\"}); in a step body, raise NonRetryableError(message) "
+        "to fail the step at once, without retries.\n\n"
         f"Tools (call them only inside step bodies, as shown):\n{tool_list(tools)}\n\n"
         f"{rules}"
     )

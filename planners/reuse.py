@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -76,7 +77,7 @@ class AgentStep:
             self.log(f"{REUSED_PREFIX}{name!r} #{count}: same name and inputs as in the "
                      "failed run")
             return await self._step.do(name, lambda: result, **options)
-        return await self._step.do(name, fn, **options)
+        return await self._step.do(name, _in_scope(fn, (str(name), count)), **options)
 
     async def sleep(self, name: str, duration: Any) -> None:
         self._counter.next(name)
@@ -99,6 +100,49 @@ class AgentStep:
         log = getattr(self._step, "log", None)
         if callable(log):
             log(text)
+
+
+def _in_scope(fn: Callable[..., Any], key: tuple[str, int]) -> Callable[..., Any]:
+    """``fn`` run inside ``sandbox.step_scope(key)``, so the tools a plan running in this
+    process calls know their step (a sandbox process tags its tool calls itself). Sync stays
+    sync and a body that takes the step context still gets it."""
+    if not callable(fn):
+        return fn  # the engine reports it
+
+    def call(*args: Any) -> Any:
+        with sandbox.step_scope(key):
+            result = fn(*args)
+        if inspect.isawaitable(result):
+            return _scoped(result, key)
+        return result
+
+    body: Callable[..., Any]
+    if _takes_context(fn):
+        def body_with_context(context: Any) -> Any:
+            return call(context)
+        body = body_with_context
+    else:
+        def body_plain() -> Any:
+            return call()
+        body = body_plain
+    if hasattr(fn, "inputs_fingerprint"):
+        setattr(body, "inputs_fingerprint", fn.inputs_fingerprint)  # noqa: B010
+    return body
+
+
+async def _scoped(awaitable: Awaitable[Any], key: tuple[str, int]) -> Any:
+    with sandbox.step_scope(key):
+        return await awaitable
+
+
+def _takes_context(fn: Callable[..., Any]) -> bool:
+    """Whether the engine passes a StepContext to ``fn`` (a required positional argument)."""
+    try:
+        parameters = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+               for p in parameters)
 
 
 class _EndOfJournal(BaseException):

@@ -8,6 +8,7 @@
 This package imports nothing from agentflow or planners.
 """
 
+from .calling import NonRetryableError, calling_step, step_scope
 from .fingerprint import inputs_fingerprint
 from .plan import CompiledPlan, compile_plan
 from .report import Diagnostic, PlanRejected, Report
@@ -19,9 +20,12 @@ __all__ = [
     "MAX_SOURCE_BYTES",
     "CompiledPlan",
     "Diagnostic",
+    "NonRetryableError",
     "PlanRejected",
     "Report",
+    "calling_step",
     "compile_plan",
     "inputs_fingerprint",
+    "step_scope",
     "validate",
 ]

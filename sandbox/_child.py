@@ -107,11 +107,17 @@ def error_from(info: dict[str, Any]) -> Exception:
     if name not in _MADE:
         base = TimeoutError if name.endswith("TimeoutError") else Exception
         _MADE[name] = type(name if name.isidentifier() else "StepError", (base,), {})
-    return _MADE[name](message)
+    error = _MADE[name](message)
+    if info.get("non_retryable") is True:
+        error.non_retryable = True  # type: ignore[attr-defined]
+    return error
 
 
-def error_info(exc: BaseException) -> dict[str, str]:
-    return {"name": type(exc).__name__, "message": str(exc)}
+def error_info(exc: BaseException) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": type(exc).__name__, "message": str(exc)}
+    if getattr(exc, "non_retryable", False) is True:
+        info["non_retryable"] = True
+    return info
 
 
 # -- a tiny scheduler for plan coroutines ----------------------------------------------------
@@ -168,12 +174,24 @@ class Scheduler:
         self.fingerprints = False
         self.counts: dict[str, int] = {}
         self.current_run: int | None = None
+        # The step whose body runs right now (tool calls are tagged with it), and each
+        # registered body's step.
+        self.active_step: tuple[str, int] | None = None
+        self.body_steps: dict[int, tuple[str, int]] = {}
 
     def count(self, name: Any) -> int | None:
         if not isinstance(name, str):
             return None
         self.counts[name] = self.counts.get(name, 0) + 1
         return self.counts[name]
+
+    @contextlib.contextmanager
+    def running(self, step: tuple[str, int] | None) -> Generator[None, None, None]:
+        previous, self.active_step = self.active_step, step
+        try:
+            yield
+        finally:
+            self.active_step = previous
 
     def new_call(self) -> int:
         self.next_call += 1
@@ -252,6 +270,36 @@ async def _as_coroutine(awaitable: Any) -> Any:
     return await awaitable
 
 
+class Tagged:
+    """Awaits a step body's coroutine with the scheduler's active step set to that step
+    whenever the body runs, so its tool calls say which step they belong to."""
+
+    __slots__ = ("inner", "scheduler", "step")
+
+    def __init__(self, inner: Any, step: tuple[str, int] | None, scheduler: Scheduler) -> None:
+        self.inner = inner
+        self.step = step
+        self.scheduler = scheduler
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        inner = self.inner.__await__()
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                with self.scheduler.running(self.step):
+                    yielded = inner.send(value) if error is None else inner.throw(error)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                value, error = (yield yielded), None
+            except GeneratorExit:
+                inner.close()
+                raise
+            except BaseException as exc:  # thrown into the awaiting task: pass it on
+                value, error = None, exc
+
+
 # -- the objects a plan sees -----------------------------------------------------------------
 class Event:
     __slots__ = ("instance_id", "payload", "timestamp", "workflow_name")
@@ -278,6 +326,8 @@ class StepProxy:
         count = scheduler.count(name)
         body = scheduler.new_call()
         scheduler.bodies[body] = fn
+        if count is not None:
+            scheduler.body_steps[body] = (name, count)
         message = {"op": "step", "method": "do", "name": name, "body": body,
                    "retries": retries, "timeout": timeout}
         if scheduler.fingerprints:
@@ -289,6 +339,7 @@ class StepProxy:
             return await self._speculate(message, fn, body)
         finally:
             scheduler.bodies.pop(body, None)
+            scheduler.body_steps.pop(body, None)
 
     async def _speculate(self, message: dict[str, Any], fn: Callable[[], Any],
                          body: int) -> Any:
@@ -298,10 +349,12 @@ class StepProxy:
             scheduler.channel.send({**message, "call": call, "speculative": True})
         except (TypeError, ValueError) as exc:
             raise TypeError(f"step arguments must be plain data: {exc}") from None
+        step = scheduler.body_steps.get(body)
         try:
-            result = fn()
+            with scheduler.running(step):
+                result = fn()
             if hasattr(result, "__await__"):
-                result = await result
+                result = await Tagged(result, step, scheduler)
             outcome: dict[str, Any] = {"value": result}
         except Exception as exc:
             outcome = {"error": error_info(exc)}
@@ -347,8 +400,10 @@ class StepEventView:
 def tool_caller(channel: Channel, scheduler: Scheduler) -> Callable[..., Any]:
     def call_tool(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
         call_id = scheduler.new_call()
+        step = scheduler.active_step
         reply = channel.call(
-            {"op": "tool", "call": call_id, "name": name, "args": args, "kwargs": kwargs},
+            {"op": "tool", "call": call_id, "name": name, "args": args, "kwargs": kwargs,
+             "step": list(step) if step is not None else None},
             call_id,
         )
         if "error" in reply:
@@ -519,13 +574,15 @@ def _run_body(channel: Channel, scheduler: Scheduler, message: dict[str, Any]) -
     if fn is None:
         finish(False, RuntimeError("unknown step body"))
         return
+    step = scheduler.body_steps.get(body_id)
     try:
-        result = fn()
+        with scheduler.running(step):
+            result = fn()
     except Exception as exc:
         finish(False, exc)
         return
     if hasattr(result, "__await__"):
-        scheduler.spawn(_as_coroutine(result), finish)
+        scheduler.spawn(_as_coroutine(Tagged(result, step, scheduler)), finish)
     else:
         finish(True, result)
 
@@ -536,6 +593,7 @@ def _tool_stubs(names: list[str], channel: Channel, scheduler: Scheduler) -> dic
     def stub(name: str) -> Callable[..., Any]:
         def invoke(*args: Any, **kwargs: Any) -> Any:
             return caller(name, list(args), kwargs)
+        invoke.sandbox_tool = name  # type: ignore[attr-defined]  # see fingerprint
         return invoke
 
     return {name: stub(name) for name in names}

@@ -20,6 +20,7 @@ from RestrictedPython.Guards import (
 
 from ._namespaces import importer
 from ._policy import FORBIDDEN_ATTRIBUTES
+from .calling import NonRetryableError
 
 MAX_PRINT_BYTES = 64 * 1024
 
@@ -166,6 +167,7 @@ class Tools:
                     return _plain_after(result)
                 return _plain(result)
 
+            invoke.sandbox_tool = name  # type: ignore[attr-defined]  # see fingerprint
             return invoke
 
         object.__setattr__(self, "_call", call)
@@ -203,7 +205,10 @@ def _sanitized(exc: Exception) -> Exception:
         return type(exc)(message)
     if name not in _TOOL_ERRORS:
         _TOOL_ERRORS[name] = type(name if name.isidentifier() else "ToolError", (ToolError,), {})
-    return _TOOL_ERRORS[name](message)
+    clean = _TOOL_ERRORS[name](message)
+    if getattr(exc, "non_retryable", False) is True:  # the step must fail without retries
+        clean.non_retryable = True  # type: ignore[attr-defined]
+    return clean
 
 
 def plan_globals(
@@ -213,6 +218,10 @@ def plan_globals(
     builtins: dict[str, Any] = dict(_FUNCTIONS)
     builtins.update({name: getattr(_builtins, name) for name in _EXCEPTIONS.split()})
     builtins["__import__"] = importer(allowed_imports)
+    builtins["NonRetryableError"] = NonRetryableError
+    # What a timed-out wait or step raises, by the name the step API documents; any
+    # TimeoutError matches (the host's WorkflowTimeoutError is one).
+    builtins["WorkflowTimeoutError"] = TimeoutError
     log = PrintLog(print_sink, print_limit)
     return {
         "__builtins__": builtins,

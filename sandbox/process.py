@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any
 
 from . import _wire
+from .calling import step_scope
 from .plan import compile_plan
 from .validate import DEFAULT_IMPORTS
 
@@ -363,9 +364,10 @@ class _Session:
         try:
             if fn is None:
                 raise AttributeError(f"no tool named {name!r} is granted")
-            result = fn(*(message.get("args") or []), **(message.get("kwargs") or {}))
-            if inspect.isawaitable(result):
-                result = await result
+            with step_scope(_step_key(message.get("step"))):
+                result = fn(*(message.get("args") or []), **(message.get("kwargs") or {}))
+                if inspect.isawaitable(result):
+                    result = await result
             await self._reply(message["call"], value=_plain(result))
         except Exception as exc:
             await self._reply(message["call"], error=_info(exc))
@@ -445,14 +447,30 @@ def plan_error(info: dict[str, Any]) -> Exception:
     message = str(info.get("message", ""))
     builtin = getattr(__import__("builtins"), name, None)
     if isinstance(builtin, type) and issubclass(builtin, Exception) and name.isidentifier():
-        return builtin(message)
-    if name not in _ERRORS:
-        _ERRORS[name] = type(name if name.isidentifier() else "PlanFailed", (PlanFailed,), {})
-    return _ERRORS[name](message)
+        error: Exception = builtin(message)
+    else:
+        if name not in _ERRORS:
+            _ERRORS[name] = type(name if name.isidentifier() else "PlanFailed", (PlanFailed,),
+                                 {})
+        error = _ERRORS[name](message)
+    if info.get("non_retryable") is True:  # the step fails without retries
+        error.non_retryable = True  # type: ignore[attr-defined]
+    return error
 
 
-def _info(exc: BaseException) -> dict[str, str]:
-    return {"name": type(exc).__name__, "message": str(exc)}
+def _info(exc: BaseException) -> dict[str, Any]:
+    info: dict[str, Any] = {"name": type(exc).__name__, "message": str(exc)}
+    if getattr(exc, "non_retryable", False) is True:
+        info["non_retryable"] = True
+    return info
+
+
+def _step_key(value: Any) -> tuple[str, int] | None:
+    """The step a tool call says it comes from; None when absent or malformed."""
+    if (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+            and isinstance(value[1], int) and not isinstance(value[1], bool)):
+        return value[0], value[1]
+    return None
 
 
 def _plain(value: Any) -> Any:

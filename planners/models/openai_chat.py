@@ -26,6 +26,7 @@ class OpenAIChatModel:
         api_key: str | None = None,
         temperature: float | None = 0.0,
         max_tokens: int | None = None,
+        provider: str = "openai",
     ) -> None:
         if not isinstance(model, str) or not model:
             raise ValueError("OpenAIChatModel needs a model name, e.g. 'gpt-4.1-mini'")
@@ -39,10 +40,11 @@ class OpenAIChatModel:
         self.model = model
         self.temperature = temperature
         self.max_tokens = max_tokens
+        self.provider = provider
 
     @property
     def name(self) -> str:
-        return f"openai:{self.model}"
+        return f"{self.provider}:{self.model}"
 
     async def complete(self, messages: Sequence[Message]) -> Completion:
         request: dict[str, Any] = {
@@ -64,22 +66,22 @@ class OpenAIChatModel:
                 response = await response
         except Exception as exc:
             raise ModelError(f"{self.name}: the chat completion request failed: {exc}") from exc
-        return _completion(response, self.model)
+        return _completion(response, self.model, self.provider)
 
 
 def _is_async(completions: Any, create: Any) -> bool:
     return inspect.iscoroutinefunction(create) or type(completions).__name__.startswith("Async")
 
 
-def _completion(response: Any, model: str) -> Completion:
+def _completion(response: Any, model: str, provider: str) -> Completion:
     try:
         text = response.choices[0].message.content or ""
     except (AttributeError, IndexError, TypeError):
         raise ModelError(
-            f"openai:{model}: the response has no message: {response!r:.200}") from None
+            f"{provider}:{model}: the response has no message: {response!r:.200}") from None
     usage = getattr(response, "usage", None)
     counted = None
     if usage is not None:
         counted = Usage(int(getattr(usage, "prompt_tokens", 0) or 0),
                         int(getattr(usage, "completion_tokens", 0) or 0))
-    return Completion(text, f"openai:{getattr(response, 'model', None) or model}", counted)
+    return Completion(text, f"{provider}:{getattr(response, 'model', None) or model}", counted)

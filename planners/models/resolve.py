@@ -67,7 +67,8 @@ def _from_string(spec: str, base_url: str | None, api_key: str | None) -> ChatMo
         return OpenAIChatModel(model, base_url=base_url, api_key=api_key)
     if provider in LOCAL_SERVERS:
         return OpenAIChatModel(model, base_url=base_url or LOCAL_SERVERS[provider],
-                               api_key=api_key or provider)  # local servers ignore the key
+                               api_key=api_key or provider,  # local servers ignore the key
+                               provider=provider)
     raise ValueError(
         f"unknown model provider {provider!r} in {spec!r}; use openai, "
         f"{', '.join(LOCAL_SERVERS)}, or pass a langchain-core chat model"
