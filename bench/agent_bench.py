@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -101,11 +102,9 @@ async def reuse(steps: int, directory: Path) -> dict[str, Any]:
             body = fn
             raise StopAsyncIteration
 
-    try:
+    with contextlib.suppress(StopAsyncIteration):  # Grab stops the run at its first step
         await plan.runner(tools={"add": add})(af.Event({}, datetime.now(UTC), "x", "w"),
                                                Grab())
-    except StopAsyncIteration:
-        pass
     assert body is not None
     n = 20000
     start = time.perf_counter()
