@@ -7,6 +7,13 @@
         instance = await binding.create(params={...})
 """
 
+from .approvals import (
+    ApprovalDecidedError,
+    ApprovalNotFoundError,
+    ApprovalRequest,
+    Decision,
+    StaleApprovalError,
+)
 from .clock import Clock, FakeClock, SystemClock
 from .engine import Engine
 from .errors import (
@@ -49,7 +56,11 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AgentflowError",
+    "ApprovalDecidedError",
+    "ApprovalNotFoundError",
+    "ApprovalRequest",
     "Clock",
+    "Decision",
     "DuplicateInstanceError",
     "Engine",
     "EngineClosedError",
@@ -77,6 +88,7 @@ __all__ = [
     "StepError",
     "StepEvent",
     "StepInfo",
+    "StaleApprovalError",
     "StepLimitExceededError",
     "StorageError",
     "SystemClock",

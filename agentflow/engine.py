@@ -10,8 +10,10 @@ from types import TracebackType
 from typing import Any
 
 from . import _validate as validate
+from . import approvals
 from ._deadlines import Deadlines
 from ._signal import Signal
+from .approvals import ApprovalRequest
 from .clock import Clock, SystemClock
 from .errors import (
     EngineClosedError,
@@ -20,7 +22,7 @@ from .errors import (
     WorkflowNotFoundError,
 )
 from .instance import Instance, WorkflowBinding, details
-from .records import InstanceDetails
+from .records import Duration, InstanceDetails
 from .runner import RunContext
 from .storage import InstanceRow, Storage, storage_from_url
 from .worker import Worker, WorkerConfig
@@ -187,6 +189,21 @@ class Engine:
         self._check_open()
         rows = await self._storage.list_instances(workflow=workflow, status=status, limit=limit)
         return [details(r) for r in rows]
+
+    async def approvals(
+        self, *, workflow: str | None = None, tenant: str | None = None,
+        older_than: Duration | None = None, limit: int = 100,
+    ) -> list[ApprovalRequest]:
+        """The approval inbox: open gates across instances, oldest first; filter by workflow,
+        tenant, or age (``older_than``: requested at least that long ago)."""
+        self._check_open()
+        validate.positive_int(limit, what="limit")
+        before = None
+        if older_than is not None:
+            before = self.clock.now() - validate.duration(older_than, what="older_than")
+        rows = await self._storage.pending_approvals(
+            workflow=workflow, tenant=tenant, requested_before=before, limit=limit)
+        return [approvals.from_row(r, r.id, r.tenant) for r in rows]
 
     # -- internals used by bindings and instances -----------------------------------------
     async def _create(

@@ -11,8 +11,10 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import _validate as validate
+from . import approvals as _approvals
 from . import transitions
 from ._codec import decode, encode
+from .approvals import ApprovalRequest
 from .errors import InstanceNotFoundError, InvalidArgumentError, InvalidStateError
 from .records import ErrorInfo, InstanceDetails, InstanceEvent, StepInfo, _utc
 from .status import FINISHED, InstanceStatus
@@ -105,6 +107,34 @@ class Instance:
         """The instance's journal so far: every step occurrence, in the order they began."""
         row = await self._row()
         return [step_info(r) for r in await self._engine._storage.load_journal(row.iid)]
+
+    # -- approvals --------------------------------------------------------------------------
+    async def approvals(self) -> list[ApprovalRequest]:
+        """The instance's open approval gates, oldest first."""
+        row = await self._row()
+        return [_approvals.from_row(r, r.id, r.tenant)
+                for r in await _approvals.open_gates(self._engine, row.iid)]
+
+    async def approve(
+        self, gate: str | None = None, *, by: str | None = None, comment: str | None = None,
+        data: Any = _approvals.KEEP, version: Any = _approvals.KEEP,
+    ) -> None:
+        """Approve the open gate ``gate`` (or the only open one). ``data`` replaces the
+        request's data (edited arguments); ``version`` names the code version the approver
+        saw: a decision for another version is refused (:class:`StaleApprovalError`), and so
+        is one for a gate decided already (:class:`ApprovalDecidedError`)."""
+        await _approvals.decide(self._engine, (await self._row()).iid, self.id, gate,
+                               approved=True, by=by, comment=comment, data=data,
+                               version=version)
+
+    async def reject(
+        self, gate: str | None = None, *, by: str | None = None, comment: str | None = None,
+        version: Any = _approvals.KEEP,
+    ) -> None:
+        """Reject the open gate: the plan gets a Decision with ``approved=False``."""
+        await _approvals.decide(self._engine, (await self._row()).iid, self.id, gate,
+                               approved=False, by=by, comment=comment, data=_approvals.KEEP,
+                               version=version)
 
     async def pause(self) -> None:
         """Pause: at once when sleeping, waiting or queued; after the current step when running."""

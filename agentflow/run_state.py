@@ -45,6 +45,7 @@ class RunState:
     notify: Callable[[], None]
     deadlines: Deadlines
     busy_runs: set[RunState] = field(default_factory=set)
+    version: str | None = None  # the code version running (approval requests name it)
     counts: dict[str, int] = field(default_factory=dict)
     calls: int = 0
     limit_hit: bool = False

@@ -44,7 +44,12 @@ async def load_run(ctx: RunContext, row: InstanceRow) -> RunState:
 
 async def execute(ctx: RunContext, row: InstanceRow, state: RunState, code: Runner) -> None:
     """Run the workflow code against ``state`` and journal the outcome."""
-    event = Event(decode(row.params), _utc(row.created_at), row.id, row.workflow)
+    params = decode(row.params)
+    event = Event(params, _utc(row.created_at), row.id, row.workflow)
+    version_of = getattr(code, "version_of", None)
+    if callable(version_of):
+        with contextlib.suppress(Exception):
+            state.version = version_of(params)
     outcome: str
     output: object = None
     error: BaseException | None = None

@@ -10,10 +10,12 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from . import _validate as validate
+from . import approvals
 from ._codec import decode, encode, round_trip
 from ._control import Stop, Suspend
 from ._deadlines import DeadlineExceeded
 from ._errors_journal import describe, rebuild
+from .approvals import Decision
 from .errors import InvalidArgumentError, NonRetryableError, PayloadError, WorkflowTimeoutError
 from .records import Duration, Retries, StepConfig, StepContext, StepEvent, _utc
 from .run_state import Attempt, RunState
@@ -181,8 +183,47 @@ class Step:
         name = validate.step_name(name)
         event_type = validate.event_type(type)
         seconds = validate.duration(timeout, what=f"wait {name!r} timeout")
+        count = self._run.next_count(name)
+        return await self._wait(name, count, event_type, seconds, None)
+
+    async def wait_for_approval(
+        self, name: str, *, prompt: str, data: Any = None, timeout: Duration = "24 hours",
+        on_timeout: str = "reject",
+    ) -> Decision:
+        """Ask a person to approve: ``prompt`` and ``data`` (what will happen, with which
+        arguments) are listed in the approval inbox until someone decides
+        (``instance.approve`` / ``instance.reject``, the CLI, the notebook). Returns the
+        :class:`Decision`; a rejection is a value, not an error. After ``timeout`` the
+        decision is a rejection with reason 'timeout' (``on_timeout="raise"`` raises
+        :class:`WorkflowTimeoutError` instead)."""
+        name = validate.step_name(name)
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InvalidArgumentError(
+                f"approval {name!r}: prompt must be a non-empty string saying what will happen"
+            )
+        if on_timeout not in ("reject", "raise"):
+            raise InvalidArgumentError(
+                f"approval {name!r}: on_timeout must be 'reject' or 'raise', got {on_timeout!r}"
+            )
+        request = approvals.request_data(name, prompt, data)
+        seconds = validate.duration(timeout, what=f"approval {name!r} timeout")
         run = self._run
         count = run.next_count(name)
+        request["version"] = run.version
+        try:
+            event = await self._wait(name, count, approvals.gate_event_type(name, count),
+                                     seconds, request)
+        except WorkflowTimeoutError:
+            if on_timeout == "raise":
+                raise
+            return approvals.timed_out(request)
+        return approvals.decision(event, request)
+
+    async def _wait(
+        self, name: str, count: int, event_type: str, seconds: float,
+        request: dict[str, Any] | None,
+    ) -> StepEvent:
+        run = self._run
         record = run.journal.get((name, count))
         if record is not None:
             if record.state == "completed":
@@ -195,6 +236,9 @@ class Step:
         deadline_at = record.wake_at if record is not None and record.wake_at else now + seconds
         if record is None:
             run.history("wait.started", name, count, type=event_type, until=deadline_at)
+            if request is not None:
+                run.history("approval.requested", name, count, type=event_type,
+                            until=deadline_at, **request)
         event = await run.storage.next_inbox_event(run.iid, event_type)
         if event is not None:
             # Splice the stored payload in: it was checked against the size limit when sent.

@@ -1,7 +1,8 @@
 """Approval gates for tools that need a person's consent.
 
-A plan asks with ``step.wait_for_event(name, type="approval")``; the answer's payload says
-``{"approved": true|false, "by": ..., "comment": ...}``. Two guards hold the rule:
+A plan asks with ``step.wait_for_approval(name, prompt=..., data=...)`` (a person decides from
+the inbox, the CLI or the notebook), or with ``step.wait_for_event(name, type="approval")``
+answered by an event whose payload has ``"approved": true``. Two guards hold the rule:
 
 - before a plan is accepted, :func:`check_gates` finds calls of gated tools that no approval
   wait precedes, and the planner sends the plan back with that finding;
@@ -67,6 +68,13 @@ def note_event(event_type: str, payload: Any) -> None:
         grants.count += 1
 
 
+def note_decision(approved: bool) -> None:
+    """Record a decision of ``step.wait_for_approval`` (live or replayed)."""
+    grants = _GRANTS.get()
+    if grants is not None and approved is True:
+        grants.count += 1
+
+
 def guard(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` that runs only when the current run holds an approval for the step calling it:
     one approval per step occurrence that calls gated tools (retries need no new one)."""
@@ -78,9 +86,9 @@ def guard(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
             [args, kwargs], sort_keys=True, default=repr))
         if grants is None or not grants.admit(caller):
             raise ApprovalRequiredError(
-                f"tool {name!r} needs a person's approval: wait for an event of type "
-                f"{APPROVAL_EVENT!r} whose payload has approved=true before the step that "
-                "calls it"
+                f"tool {name!r} needs a person's approval: ask with step.wait_for_approval"
+                "(...) and call it only when the decision is approved (one approval per "
+                "step that calls gated tools)"
             )
         result = fn(*args, **kwargs)
         return await result if inspect.isawaitable(result) else result
@@ -104,7 +112,7 @@ def check_gates(source: str, gated: Iterable[str]) -> list[sandbox.Diagnostic]:
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         target = node.func.value
-        if node.func.attr == "wait_for_event" and _asks_approval(node):
+        if node.func.attr in ("wait_for_event", "wait_for_approval") and _asks_approval(node):
             approvals.append(node.lineno)
         elif isinstance(target, ast.Name) and target.id == "tools" and node.func.attr in names:
             uses.append((node.lineno, node.col_offset, node.func.attr))
@@ -113,9 +121,9 @@ def check_gates(source: str, gated: Iterable[str]) -> list[sandbox.Diagnostic]:
             code="approval-missing", line=line, column=column,
             message=f"tools.{tool} needs a person's approval, but no approval is asked for "
                     "before this call",
-            hint=f'ask first: decision = await step.wait_for_event("approve {tool}", '
-                 f'type="{APPROVAL_EVENT}", timeout="1 hour"), and call tools.{tool} only '
-                 'if decision.payload.get("approved")',
+            hint=f'ask first: decision = await step.wait_for_approval("approve {tool}", '
+                 'prompt="<what will happen>", data={<the arguments>}), and call '
+                 f'tools.{tool} only if decision.approved',
         )
         for line, column, tool in sorted(uses)
         if not any(asked < line for asked in approvals)
@@ -123,5 +131,8 @@ def check_gates(source: str, gated: Iterable[str]) -> list[sandbox.Diagnostic]:
 
 
 def _asks_approval(call: ast.Call) -> bool:
+    assert isinstance(call.func, ast.Attribute)
+    if call.func.attr == "wait_for_approval":
+        return True
     return any(k.arg == "type" and isinstance(k.value, ast.Constant)
                and k.value.value == APPROVAL_EVENT for k in call.keywords)

@@ -18,7 +18,7 @@ from .models import Message
 from .tools import Tool
 
 APPROVAL_EVENT = "approval"
-STEP_METHODS = ("do", "sleep", "sleep_until", "wait_for_event", "all")
+STEP_METHODS = ("do", "sleep", "sleep_until", "wait_for_event", "wait_for_approval", "all")
 
 _RULES = """\
 Rules of durable plans (a validator enforces them; a plan that breaks one is sent back):
@@ -34,13 +34,14 @@ Rules of durable plans (a validator enforces them; a plan that breaks one is sen
    reused.
 4. Step results are JSON values (dict, list, str, int, float, bool, None).
 5. Risky actions need a person's approval first. Before the step that calls a tool marked
-   [needs approval], ask and check the answer:
-       decision = await step.wait_for_event("approve deploy", type="{approval}",
-                                            timeout="1 hour")
-       if not decision.payload.get("approved"):
-           return {{"status": "rejected", "by": decision.payload.get("by")}}
-   One approval covers the gated tool calls of one step (and its retries). A timeout raises
-   TimeoutError, which the plan may catch (`except TimeoutError:`).
+   [needs approval], ask, showing what will happen and with which arguments, and check:
+       decision = await step.wait_for_approval(
+           "approve deploy", prompt="Deploy build 1.4.0 to production?",
+           data={{"tool": "deploy", "args": {{"version": "1.4.0"}}}}, timeout="1 hour")
+       if not decision.approved:
+           return {{"status": "rejected", "by": decision.by, "reason": decision.reason}}
+   The approver may edit the arguments: use decision.data. One approval covers the gated
+   tool calls of one step (and its retries). A timeout is a rejection (reason "timeout").
 6. Independent steps may run in parallel: `a, b = await step.all(step.do(...), step.do(...))`.
 7. Allowed imports: {imports}. No classes, generators, `global`, bare `except:`, or
    names starting with '_'. Catch specific exceptions (e.g. `except Exception as error:`).

@@ -93,6 +93,12 @@ class AgentStep:
         gates.note_event(event.type, event.payload)
         return event
 
+    async def wait_for_approval(self, name: str, **options: Any) -> Any:
+        self._counter.next(name)
+        decision = await self._step.wait_for_approval(name, **options)
+        gates.note_decision(decision.approved)
+        return decision
+
     async def all(self, *awaitables: Awaitable[Any]) -> list[Any]:
         return list(await self._step.all(*awaitables))
 
@@ -187,6 +193,16 @@ class DryStep:
         when = (datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, (int, float))
                 else datetime.now(UTC))
         return af.StepEvent(str(result.get("type", type)), result.get("payload"), when)
+
+    async def wait_for_approval(self, name: str, **options: Any) -> Any:
+        info = self._finished(name, "wait")
+        payload = ((info.result or {}).get("payload") or {})
+        return af.Decision(approved=payload.get("approved") is True,
+                           reason="approved" if payload.get("approved") is True else "rejected",
+                           by=payload.get("by"), comment=payload.get("comment"),
+                           data=payload.get("data") if payload.get("edited") else
+                           options.get("data"), version=payload.get("version"),
+                           edited=payload.get("edited") is True)
 
     async def all(self, *awaitables: Awaitable[Any]) -> list[Any]:
         return list(await asyncio.gather(*awaitables))

@@ -384,6 +384,14 @@ class StepProxy:
                                "type": type, "timeout": timeout})
         return StepEventView(reply)
 
+    async def wait_for_approval(self, name: Any, *, prompt: Any, data: Any = None,
+                                timeout: Any = "24 hours", on_timeout: Any = "reject") -> Any:
+        self._scheduler.count(name)
+        reply = await Request({"op": "step", "method": "wait_for_approval", "name": name,
+                               "prompt": prompt, "data": data, "timeout": timeout,
+                               "on_timeout": on_timeout})
+        return DecisionView(reply)
+
     async def all(self, *awaitables: Any) -> Any:
         return await Gather(awaitables)
 
@@ -395,6 +403,22 @@ class StepEventView:
         self.type = data.get("type")
         self.payload = data.get("payload")
         self.timestamp = datetime.fromisoformat(data["timestamp"])
+
+
+class DecisionView:
+    """A person's decision on an approval gate, as a plan sees it."""
+
+    __slots__ = ("approved", "at", "by", "comment", "data", "edited", "reason", "version")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.approved = data.get("approved") is True
+        self.reason = data.get("reason")
+        self.by = data.get("by")
+        self.comment = data.get("comment")
+        self.data = data.get("data")
+        self.version = data.get("version")
+        self.edited = data.get("edited") is True
+        self.at = datetime.fromisoformat(data["at"]) if data.get("at") else None
 
 
 def tool_caller(channel: Channel, scheduler: Scheduler) -> Callable[..., Any]:

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from .report import Diagnostic
 
-STEP_METHODS_WITH_NAME = frozenset({"do", "sleep", "sleep_until", "wait_for_event"})
+STEP_METHODS_WITH_NAME = frozenset({"do", "sleep", "sleep_until", "wait_for_event",
+                                    "wait_for_approval"})
 
 # Builtins a plan must not use; most are simply absent at run time, but saying so up front
 # gives the model a precise repair hint instead of a NameError later.

@@ -418,6 +418,16 @@ class _Session:
             )
             return {"type": event.type, "payload": event.payload,
                     "timestamp": event.timestamp.isoformat()}
+        if method == "wait_for_approval":
+            decision = await self.step.wait_for_approval(
+                name, prompt=message.get("prompt"), data=message.get("data"),
+                timeout=message.get("timeout", "24 hours"),
+                on_timeout=message.get("on_timeout", "reject"),
+            )
+            at = getattr(decision, "at", None)
+            return {k: getattr(decision, k, None) for k in (
+                "approved", "reason", "by", "comment", "data", "version", "edited",
+            )} | {"at": at.isoformat() if isinstance(at, datetime) else None}
         raise AttributeError(f"step has no method {method!r}")
 
     async def _cancel_child(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import _validate as validate
 from .._codec import encode
+from ..approvals import KEEP, ApprovalRequest
 from ..errors import InstanceNotFoundError, InvalidArgumentError
 from ..instance import Instance, WorkflowBinding
 from ..records import InstanceDetails, InstanceEvent, StepInfo
@@ -107,6 +108,16 @@ class TenantBinding:
             raise InstanceNotFoundError(f"no instance {id!r} in workflow {self.name!r}")
         return TenantInstance(self, row)
 
+    async def approvals(self, *, older_than: Any = None, limit: int = 100,
+                        ) -> list[ApprovalRequest]:
+        """This tenant's open approval gates in this workflow (ids as the tenant knows
+        them), oldest first."""
+        found = await self.base._engine.approvals(
+            workflow=self.name, tenant=self.tenant_id, older_than=older_than, limit=limit)
+        prefix = self.tenant_id + SEPARATOR
+        return [dataclasses.replace(a, instance_id=a.instance_id.removeprefix(prefix))
+                for a in found]
+
     async def _code(self, code: CodeRef | None) -> CodeRef:
         if code is None:
             return await self.registry.latest(self.tenant_id, self.plan)
@@ -173,6 +184,22 @@ class TenantInstance:
         await self._instance._transition(repin)
         engine._changed.notify()
         return ref
+
+    async def approvals(self) -> list[ApprovalRequest]:
+        prefix = self._binding.tenant_id + SEPARATOR
+        return [dataclasses.replace(a, instance_id=a.instance_id.removeprefix(prefix))
+                for a in await self._instance.approvals()]
+
+    async def approve(self, gate: str | None = None, *, by: str | None = None,
+                      comment: str | None = None, data: Any = KEEP,
+                      version: Any = KEEP) -> None:
+        """Approve this instance's open gate (see ``Instance.approve``); ``version`` is the
+        sha256 of the code the approver reviewed."""
+        await self._instance.approve(gate, by=by, comment=comment, data=data, version=version)
+
+    async def reject(self, gate: str | None = None, *, by: str | None = None,
+                     comment: str | None = None, version: Any = KEEP) -> None:
+        await self._instance.reject(gate, by=by, comment=comment, version=version)
 
     async def pause(self) -> None:
         await self._instance.pause()

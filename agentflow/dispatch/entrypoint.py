@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidStateError
+from ..errors import AgentflowError, InvalidStateError
 from ..records import Event
 from ..workflow import Runner
 from .binding import SEPARATOR
@@ -56,4 +56,14 @@ def create_dynamic_workflow_entrypoint(
         return await dispatch_workflow(context, event, step, load_runner)
 
     run.fair_share = True  # type: ignore[attr-defined]
+    run.version_of = code_version  # type: ignore[attr-defined]  # approvals name it
     return run
+
+
+def code_version(params: Any) -> str | None:
+    """The sha256 of the tenant code an instance is pinned to (its approval requests carry
+    it; a decision for another version is refused)."""
+    try:
+        return unwrap(params)[0].code.sha256
+    except (AgentflowError, ValueError):
+        return None

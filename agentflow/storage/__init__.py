@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import InvalidArgumentError
 from .protocol import Decide, LeaseLost, Storage
 from .records import (
+    ApprovalRow,
     Change,
     CodeRow,
     HistoryItem,
@@ -44,6 +45,7 @@ def storage_from_url(url: str | Path) -> Storage:
 
 
 __all__ = [
+    "ApprovalRow",
     "Change",
     "CodeRow",
     "Decide",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from .records import (
+    ApprovalRow,
     Change,
     CodeRow,
     HistoryItem,
@@ -139,6 +140,23 @@ class Storage(Protocol):
     async def next_inbox_event(self, iid: int, type: str) -> InboxEvent | None: ...
 
     async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
+        ...
+
+    # -- approvals ------------------------------------------------------------------------
+    async def pending_approvals(
+        self, *, workflow: str | None = None, tenant: str | None = None,
+        iid: int | None = None, requested_before: float | None = None, limit: int = 100,
+    ) -> list[ApprovalRow]:
+        """Open approval gates (a wait journaled as waiting with its request), oldest first."""
+        ...
+
+    async def decide_approval(
+        self, iid: int, gate: str, count: int, payload: str, version: str | None,
+        check_version: bool, now: float,
+    ) -> str:
+        """Deliver a decision to gate (``gate``, ``count``) atomically; 'ok' or why not:
+        'unknown', 'decided', 'version' (``check_version`` and another version asked),
+        'stale' (the instance was upgraded or restarted since the request)."""
         ...
 
     # -- tenant code ----------------------------------------------------------------------

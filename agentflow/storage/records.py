@@ -80,6 +80,21 @@ class HistoryRow:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalRow:
+    """An open approval gate: its instance, the gate (step name, occurrence) and the
+    request's 'approval.requested' history data."""
+
+    iid: int
+    workflow: str
+    id: str
+    tenant: str | None
+    gate: str
+    count: int
+    at: float
+    data: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class InboxEvent:
     seq: int
     type: str

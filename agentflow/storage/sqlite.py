@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DuplicateInstanceError, StorageError
+from . import _sqlite_approvals as _approvals
 from ._connection import Connection
 from .protocol import Decide, LeaseLost
 from .records import (
+    ApprovalRow,
     Change,
     CodeRow,
     HistoryItem,
@@ -570,22 +572,47 @@ class SqliteStorage:
         self, iid: int, type: str, payload: str | None, now: float,
     ) -> InboxEvent:
         def run(conn: sqlite3.Connection) -> InboxEvent:
-            cur = conn.execute(
-                "INSERT INTO inbox (iid, type, payload, at) VALUES (?, ?, ?, ?)",
-                (iid, type, payload, now),
+            return self._deliver(conn, iid, type, payload, now)
+
+        return await self._db.write(run)
+
+    def _deliver(self, conn: sqlite3.Connection, iid: int, type: str, payload: str | None,
+                 now: float) -> InboxEvent:
+        cur = conn.execute(
+            "INSERT INTO inbox (iid, type, payload, at) VALUES (?, ?, ?, ?)",
+            (iid, type, payload, now),
+        )
+        seq = int(cur.lastrowid or 0)
+        row = conn.execute(
+            "SELECT status, wait_types FROM instances WHERE iid = ?", (iid,)
+        ).fetchone()
+        if row and row[0] == "waiting" and type in json.loads(row[1] or "[]"):
+            conn.execute(
+                "UPDATE instances SET status = 'queued', wake_at = NULL, wait_types = NULL,"
+                " ready_at = ?, updated_at = ? WHERE iid = ?",
+                (now, now, iid),
             )
-            seq = int(cur.lastrowid or 0)
-            row = conn.execute(
-                "SELECT status, wait_types FROM instances WHERE iid = ?", (iid,)
-            ).fetchone()
-            if row and row[0] == "waiting" and type in json.loads(row[1] or "[]"):
-                conn.execute(
-                    "UPDATE instances SET status = 'queued', wake_at = NULL, wait_types = NULL,"
-                    " ready_at = ?, updated_at = ? WHERE iid = ?",
-                    (now, now, iid),
-                )
-            self._history(iid, [HistoryItem("event.received", now, data={"type": type})])
-            return InboxEvent(seq, type, payload, now)
+        self._history(iid, [HistoryItem("event.received", now, data={"type": type})])
+        return InboxEvent(seq, type, payload, now)
+
+    # -- approvals --------------------------------------------------------------------------
+    async def pending_approvals(
+        self, *, workflow: str | None = None, tenant: str | None = None,
+        iid: int | None = None, requested_before: float | None = None, limit: int = 100,
+    ) -> list[ApprovalRow]:
+        def run(conn: sqlite3.Connection) -> list[ApprovalRow]:
+            return _approvals.pending(conn, workflow=workflow, tenant=tenant, iid=iid,
+                                      requested_before=requested_before, limit=limit)
+
+        return await self._db.read(run)
+
+    async def decide_approval(
+        self, iid: int, gate: str, count: int, payload: str, version: str | None,
+        check_version: bool, now: float,
+    ) -> str:
+        def run(conn: sqlite3.Connection) -> str:
+            return _approvals.decide(conn, iid, gate, count, payload, version, check_version,
+                                     now, self._deliver, self._history)
 
         return await self._db.write(run)
 

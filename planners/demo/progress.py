@@ -60,7 +60,13 @@ def describe(event: af.InstanceEvent) -> str | None:
     if kind == "step.errored":
         return f"✗ {name} failed: {(data.get('error') or {}).get('message')}"
     if kind == "wait.started":
+        if str(data.get("type", "")).startswith("approval:"):
+            return f"⏸ {name}: waiting for a person's approval"
         return f"⏸ {name}: waiting for an event of type {data.get('type')!r}"
+    if kind == "approval.decided":
+        verdict = "approved" if data.get("approved") else "rejected"
+        comment = f" ({data['comment']})" if data.get("comment") else ""
+        return f"✔ {name}: {verdict} by {data.get('by') or 'someone'}{comment}"
     if kind == "wait.completed":
         return f"▶ {name}: received"
     if kind == "instance.log":
@@ -73,7 +79,8 @@ def describe(event: af.InstanceEvent) -> str | None:
 
 
 def styled(term: Terminal, event: af.InstanceEvent, text: str) -> str:
-    if event.type in ("step.completed", "wait.completed", "instance.completed"):
+    if event.type in ("step.completed", "wait.completed", "instance.completed",
+                      "approval.decided"):
         return term.style(text, "green")
     if event.type in ("attempt.failed", "wait.started"):
         return term.style(text, "yellow")

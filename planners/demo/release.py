@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import sys
@@ -102,28 +103,26 @@ class Approver:
         self.auto = auto or not interactive
 
     async def maybe_approve(self, event: af.InstanceEvent) -> None:
-        if event.data.get("type") != "approval":
-            return
         instance = await self.agent.get(event.instance_id)
-        steps = await instance.steps()
-        gate = next((s for s in steps if s.name == event.step and s.kind == "wait"), None)
-        if gate is None or gate.state != "waiting":
-            return  # answered already (this is history being replayed)
+        requests = [r for r in await instance.approvals() if r.gate == event.step]
+        if not requests:
+            return  # not an approval gate, or decided already (history being replayed)
+        request = requests[0]
         term = self.term
-        done = {s.name: s.result for s in steps if s.state == "completed" and s.kind == "do"}
-        tests = done.get("unit tests") or {}
-        lint = done.get("lint") or {}
-        term.line(term.style(
-            f"  the plan asks to deploy {(done.get('check out') or {}).get('path')}: "
-            f"{tests.get('ran')} tests passed, lint {'clean' if lint.get('ok') else 'dirty'}",
-            "cyan"))
+        term.line(term.style(f"  approval requested: {request.prompt}", "cyan"))
+        term.line(term.style("  " + json.dumps(request.data, indent=2).replace("\n", "\n  "),
+                             "cyan"))
         if self.auto:
             term.line(term.style("  approved automatically (--yes, or no terminal)", "cyan"))
             approved, by = True, "demo --yes"
         else:
-            answer = await ask("  approve the deploy? [y/N] ")
+            answer = await ask("  approve? [y/N] ")
             approved, by = answer.strip().lower() in ("y", "yes"), "terminal"
-        await instance.send_event("approval", {"approved": approved, "by": by})
+        decide = instance.approve if approved else instance.reject
+        try:
+            await decide(request.gate, by=by, version=request.version)
+        except (af.ApprovalDecidedError, af.ApprovalNotFoundError) as exc:
+            term.line(term.style(f"  {exc} (decided elsewhere)", "yellow"))
 
 
 def _forget(db: str, workdir: Path) -> None:

@@ -38,16 +38,22 @@ async def run(event, step):
     )
     if not lint["ok"] or not tests["ok"]:
         return {"status": "checks failed", "lint": lint["problems"], "tests": tests["output"]}
-    decision = await step.wait_for_event("approve deploy", type="approval", timeout="1 hour")
-    if not decision.payload.get("approved"):
-        return {"status": "rejected", "by": decision.payload.get("by")}
+    decision = await step.wait_for_approval(
+        "approve deploy",
+        prompt="Deploy version " + version + " of the sample repository?",
+        data={"tool": "deploy", "args": {"path": path, "version": version},
+              "tests_ran": tests["ran"], "lint_problems": len(lint["problems"])},
+        timeout="1 hour",
+    )
+    if not decision.approved:
+        return {"status": "rejected", "by": decision.by, "reason": decision.reason}
     deployed = await step.do("deploy", lambda: tools.deploy(path, version))
     return {
         "status": "released",
         "version": version,
         "modules": installed["modules"],
         "tests_ran": tests["ran"],
-        "approved_by": decision.payload.get("by"),
+        "approved_by": decision.by,
         "target": deployed["target"],
         "digest": deployed["digest"],
     }

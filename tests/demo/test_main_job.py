@@ -96,7 +96,7 @@ def test_the_approval_prompt_decides(tmp_path: Path, answer: str, released: bool
          "--workdir", str(tmp_path / "work"), "--model", "scripted"],
         cwd=ROOT, env=env, input=answer, capture_output=True, text=True, timeout=120,
     )
-    assert "approve the deploy? [y/N]" in proc.stdout
+    assert "approve? [y/N]" in proc.stdout
     assert (tmp_path / "work" / "deploy" / "1.4.0").exists() is released
     assert proc.returncode == (0 if released else 1), proc.stdout + proc.stderr
     assert ('"status": "released"' if released else '"status": "rejected"') in proc.stdout

@@ -247,9 +247,9 @@ def test_system_prompt_lists_tools_and_step_api() -> None:
                      "[needs approval]"]
     # the arguments schema
     assert '"required": ["path"]' in text
-    for method in ("do", "sleep", "sleep_until", "wait_for_event", "all"):
+    for method in ("do", "sleep", "sleep_until", "wait_for_event", "wait_for_approval", "all"):
         assert f"await step.{method}(" in text
-    assert 'type="approval"' in text
+    assert "step.wait_for_approval(" in text and "decision.approved" in text
     for module in ("json", "math", "re", "datetime"):
         assert module in text
 
@@ -307,7 +307,7 @@ async def test_gated_call_without_approval_is_sent_back_and_repaired() -> None:
     assert first.errors[0].line == 3
     repair = model.calls[1][-1].content
     assert "- line 3: [approval-missing] tools.deploy needs a person's approval" in repair
-    assert 'wait_for_event("approve deploy", type="approval"' in repair
+    assert 'wait_for_approval("approve deploy"' in repair
 
 
 def test_check_gates_rules() -> None:
