@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from . import _cli_approvals
 from ._worker_app import run_worker
 from .engine import Engine
 from .errors import AgentflowError
@@ -36,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("id")
     events.add_argument("--workflow")
     events.add_argument("--follow", "-f", action="store_true", help="follow until it finishes")
+    _cli_approvals.add_commands(commands)
     worker = commands.add_parser(
         "worker", help="run a standalone worker until SIGTERM/SIGINT",
         description="Run the workflows of APP against the database. APP is 'module:attribute':"
@@ -77,6 +79,8 @@ async def _run(args: argparse.Namespace) -> int:
             poll_interval=args.poll_interval, lease_seconds=args.lease_seconds,
         )
     async with Engine.open(args.db, worker=False) as engine:
+        if args.command in ("approvals", "approve", "reject"):
+            return await _cli_approvals.run(engine, args)
         if args.command == "list":
             for d in await engine.list_instances(
                 workflow=args.workflow, status=args.status, limit=args.limit

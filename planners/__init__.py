@@ -8,6 +8,7 @@
         result = await agent.run("release 1.4.0", params={"version": "1.4.0"})
 """
 
+from ._runtime import PLAN_GATE, PlanNotApprovedError
 from .agent import Agent, AgentAttempt, AgentResult, PlanRecord
 from .draft import PlanAttempt, PlanDraft, Provenance
 from .errors import MissingDependencyError, ModelError, PlannerError, PlanningFailed
@@ -24,10 +25,12 @@ from .models import (
 )
 from .planner import LLMPlanner, Planner, PlanRequest, Revision, validate_plan
 from .prompt import APPROVAL_EVENT, extract_source, system_prompt
+from .summary import PlanSummary, StepSummary, plan_diff, summarize
 from .tools import Tool, from_callable, from_langchain, to_tools, tool
 
 __all__ = [
     "APPROVAL_EVENT",
+    "PLAN_GATE",
     "Agent",
     "AgentAttempt",
     "AgentResult",
@@ -42,14 +45,17 @@ __all__ = [
     "OpenAIChatModel",
     "PlanAttempt",
     "PlanDraft",
+    "PlanNotApprovedError",
     "PlanRecord",
     "PlanRequest",
+    "PlanSummary",
     "PlannerError",
     "Planner",
     "PlanningFailed",
     "Provenance",
     "Revision",
     "ScriptedChatModel",
+    "StepSummary",
     "Tool",
     "Usage",
     "check_gates",
@@ -57,6 +63,8 @@ __all__ = [
     "from_callable",
     "from_langchain",
     "load_model",
+    "plan_diff",
+    "summarize",
     "system_prompt",
     "to_tools",
     "tool",

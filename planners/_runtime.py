@@ -106,13 +106,18 @@ class AgentRuntime:
 
     async def _load(self, request: DispatchRequest) -> Runner:
         base = cast(Runner, await self.loader(request))  # it takes any step-like object
-        reuse_from = (request.metadata.get("agent") or {}).get("reuse_from")
+        meta = request.metadata.get("agent") or {}
+        reuse_from = meta.get("reuse_from")
+        plan_gate = meta.get("approve_plan")
 
         async def run(event: af.Event, step: Any) -> Any:
             seeds = (await self.seeds(request.tenant_id, str(reuse_from))
                      if reuse_from else None)
             token = gates.begin_run()
             try:
+                if isinstance(plan_gate, dict):
+                    # The engine's own step: approving the plan grants no gated tool call.
+                    await approve_plan(step, plan_gate)
                 return await base(event, AgentStep(step, seeds))
             finally:
                 gates.end_run(token)
@@ -142,6 +147,26 @@ class AgentRuntime:
         if len(self._seeds) > 256:
             self._seeds.popitem(last=False)
         return seeds
+
+
+PLAN_GATE = "agentflow: approve plan"
+
+
+class PlanNotApprovedError(af.NonRetryableError):
+    """A person rejected the plan (or nobody approved it in time); the agent may revise it
+    with their comment."""
+
+
+async def approve_plan(step: Any, gate: dict[str, Any]) -> None:
+    decision = await step.wait_for_approval(
+        PLAN_GATE, prompt=str(gate["prompt"]), data=gate.get("data"),
+        timeout=gate.get("timeout", "24 hours"))
+    if not decision.approved:
+        who = f" by {decision.by}" if decision.by else ""
+        why = f": {decision.comment}" if decision.comment else ""
+        reason = "nobody approved it in time" if decision.reason == "timeout" else (
+            f"rejected{who}{why}")
+        raise PlanNotApprovedError(f"the plan was not approved: {reason}")
 
 
 def _shape(tools: Mapping[str, Tool]) -> dict[str, tuple[Any, bool]]:

@@ -22,8 +22,10 @@ from .draft import PlanDraft, Provenance
 from .errors import PlanningFailed
 from .planner import Planner, PlanRequest, Revision
 from .reuse import REUSED_PREFIX
+from .summary import plan_diff, summarize
 from .tools import Tool, to_tools
 
+_MAX_SHOWN = 24 * 1024  # source and diff shown in the approval request, at most
 FINISHED = frozenset({af.InstanceStatus.COMPLETE, af.InstanceStatus.ERRORED,
                       af.InstanceStatus.TERMINATED})
 EventHandler = Callable[[af.InstanceEvent], Awaitable[None] | None]
@@ -88,7 +90,10 @@ class Agent:
     Plans run in sandbox processes (``sandbox="process"``, the default) or, for trusted
     setups and tests, in this process. When a run fails the agent asks the planner for a
     revision, at most ``max_revisions`` times; a revision reuses the finished steps whose
-    name and inputs did not change."""
+    name and inputs did not change. With ``approve_plans`` every plan waits, before its first
+    step, for a person to approve it as a whole (gate ``agentflow: approve plan``: its summary,
+    source and the diff against the plan it revises); a rejection's comment goes to the
+    planner with the revision request."""
 
     def __init__(
         self,
@@ -99,6 +104,8 @@ class Agent:
         tenant_id: str = "default",
         needs_approval: Iterable[str] = (),
         max_revisions: int = 2,
+        approve_plans: bool = False,
+        plan_approval_timeout: Any = "24 hours",
         sandbox: Mode = "process",
         pool: SandboxPool | None = None,
         workflow: str = "agent",
@@ -121,6 +128,8 @@ class Agent:
         self.tools: dict[str, Tool] = to_tools(tools, needs_approval)
         self.tenant_id = tenant_id
         self.max_revisions = max_revisions
+        self.approve_plans = bool(approve_plans)
+        self.plan_approval_timeout = plan_approval_timeout
         runtime = runtime_for(engine, workflow, sandbox, pool)
         self._binding = runtime.binding(tenant_id)  # validates tenant_id
         runtime.grant(tenant_id, self.tools)  # checked last: nothing to undo when it fails
@@ -189,14 +198,15 @@ class Agent:
             if attempt.status != af.InstanceStatus.ERRORED or (
                     len(attempts) > self.max_revisions):
                 return await self._result(goal, instance, attempts)
+            revision = await self._revision(instance, attempt)
             try:
-                draft = await self.plan(goal, params=params,
-                                        revision=await self._revision(instance, attempt))
+                draft = await self.plan(goal, params=params, revision=revision)
             except PlanningFailed as failed:
                 return await self._result(goal, instance, attempts, failed.draft.failure)
             await _call(on_plan, draft)
             instance = await self._launch(goal, params, draft,
-                                          f"{base_id}-r{len(attempts)}", instance.id)
+                                          f"{base_id}-r{len(attempts)}", instance.id,
+                                          previous=revision.source)
 
     async def get(self, id: str) -> TenantInstance:
         """An instance of this agent's tenant by id."""
@@ -214,14 +224,31 @@ class Agent:
 
     # -- internals --------------------------------------------------------------------------
     async def _launch(self, goal: str, params: Mapping[str, Any] | None, draft: PlanDraft,
-                      id: str, reuse_from: str | None) -> TenantInstance:
+                      id: str, reuse_from: str | None, *, previous: str | None = None,
+                      ) -> TenantInstance:
         await self._runtime.start()
         ref = await self._runtime.loader.registry.register(
             self.tenant_id, self._runtime.workflow, draft.source, tools=list(self.tools))
-        binding = self._runtime.binding(self.tenant_id, agent={
+        meta: dict[str, Any] = {
             "goal": goal, "provenance": draft.provenance.as_dict(), "reuse_from": reuse_from,
-        })
+        }
+        if self.approve_plans:
+            meta["approve_plan"] = self._plan_gate(goal, draft, previous)
+        binding = self._runtime.binding(self.tenant_id, agent=meta)
         return await binding.create(id, _payload(goal, params), code=ref)
+
+    def _plan_gate(self, goal: str, draft: PlanDraft, previous: str | None) -> dict[str, Any]:
+        gated = [name for name, tool in self.tools.items() if tool.needs_approval]
+        summary = summarize(draft.source, gated)
+        data: dict[str, Any] = {
+            "summary": summary.as_dict(), "summary_text": summary.text(),
+            "source": draft.source[:_MAX_SHOWN], "sha256": draft.sha256,
+            "diff": plan_diff(previous, draft.source)[:_MAX_SHOWN] if previous else None,
+            "model": draft.provenance.model, "rounds": draft.rounds,
+        }
+        what = "a revised plan" if previous else "the plan"
+        return {"prompt": f"Run {what} for: {goal}", "data": data,
+                "timeout": self.plan_approval_timeout}
 
     async def _existing(self, base_id: str) -> list[TenantInstance]:
         found: list[TenantInstance] = []
