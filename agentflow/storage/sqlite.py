@@ -25,7 +25,7 @@ from .records import (
     StepRecord,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
 _ACTIVE = ("running", "waiting_for_pause")
 _INSTANCE_COLUMNS = (
@@ -137,6 +137,10 @@ class SqliteStorage:
             for statement in script.split(";"):
                 if statement.strip():
                     conn.execute(statement)
+        if version < 2:  # 2: open waits indexed, for the approval inbox
+            conn.execute("CREATE INDEX IF NOT EXISTS steps_open_waits ON steps (event_type) "
+                         "WHERE state = 'waiting'")
+        if version < SCHEMA_VERSION:
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                 (str(SCHEMA_VERSION),),

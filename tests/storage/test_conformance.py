@@ -885,3 +885,86 @@ async def test_reopening_keeps_everything(stores: Stores, backend: Backend) -> N
     assert await reopened.save_step(c.iid, token(runs["c"]), done("t"), []) == "running"
     (d,) = await create(reopened, "d")
     assert d.iid not in (a.iid, b.iid, c.iid)
+
+
+# -- approvals --------------------------------------------------------------------------------
+GATE_TYPE = "approval:0123456789abcdef:1"
+
+
+async def open_gate(storage: Storage, id: str = "a", *, version: str | None = "v1",
+                    at: float = T0 + 1, tenant: str | None = None) -> InstanceRow:
+    """Run an instance to an approval gate ('approve', occurrence 1) and hibernate it."""
+    if tenant is None:
+        row = await start(storage, id)
+    else:
+        (row,) = await storage.create_instances(WF, [(id, None)], T0, skip_existing=False,
+                                                tenant=tenant)
+        (row,) = await claim(storage, now=T0)
+    request = {"type": GATE_TYPE, "until": T0 + 3600, "prompt": "ship?", "data": {"n": 1},
+               "version": version}
+    status = await storage.suspend(
+        row.iid, token(row), at, T0 + 3600, [GATE_TYPE],
+        [HistoryItem("approval.requested", at, "approve", request, 1)],
+        records=[StepRecord("approve", 1, "wait", "waiting", at, event_type=GATE_TYPE,
+                            wake_at=T0 + 3600)],
+    )
+    assert status == "waiting"
+    return row
+
+
+def decision(approved: bool = True, version: str | None = "v1") -> str:
+    return json.dumps({"approved": approved, "by": "ada", "comment": None, "data": None,
+                       "edited": False, "version": version})
+
+
+async def test_pending_approvals_lists_open_gates(storage: Storage) -> None:
+    row = await open_gate(storage)
+    (gate,) = await storage.pending_approvals()
+    assert (gate.iid, gate.workflow, gate.id, gate.gate, gate.count, gate.at) == (
+        row.iid, WF, "a", "approve", 1, T0 + 1)
+    assert json.loads(gate.data or "{}")["prompt"] == "ship?"
+    assert await storage.pending_approvals(workflow="other") == []
+    assert await storage.pending_approvals(requested_before=T0) == []
+    assert len(await storage.pending_approvals(requested_before=T0 + 1)) == 1
+    assert len(await storage.pending_approvals(iid=row.iid)) == 1
+
+
+async def test_pending_approvals_filter_by_tenant(storage: Storage) -> None:
+    await open_gate(storage, "acme.x", tenant="acme")
+    assert [g.tenant for g in await storage.pending_approvals(tenant="acme")] == ["acme"]
+    assert await storage.pending_approvals(tenant="globex") == []
+
+
+async def test_decide_approval_delivers_once_and_wakes(storage: Storage) -> None:
+    row = await open_gate(storage)
+    assert await storage.decide_approval(row.iid, "approve", 1, decision(), "v1", True,
+                                         T0 + 2) == "ok"
+    assert (await current(storage, row)).status == "queued"
+    event = await storage.next_inbox_event(row.iid, GATE_TYPE)
+    assert event is not None and json.loads(event.payload or "{}")["by"] == "ada"
+    assert await storage.decide_approval(row.iid, "approve", 1, decision(False), "v1", True,
+                                         T0 + 3) == "decided"
+    types = [h.type for h in await storage.read_history(row.iid)]
+    assert types.count("approval.decided") == 1
+
+
+async def test_decide_approval_refusals(storage: Storage) -> None:
+    row = await open_gate(storage)
+    assert await storage.decide_approval(row.iid, "other", 1, decision(), "v1", True,
+                                         T0 + 2) == "unknown"
+    assert await storage.decide_approval(row.iid, "approve", 1, decision(), "v2", True,
+                                         T0 + 2) == "version"
+    assert await storage.next_inbox_event(row.iid, GATE_TYPE) is None  # nothing delivered
+    assert await storage.decide_approval(row.iid, "approve", 1, decision(), None, False,
+                                         T0 + 2) == "ok"
+
+
+async def test_decide_approval_is_stale_after_an_upgrade(storage: Storage) -> None:
+    row = await open_gate(storage)
+
+    def upgrade(current: InstanceRow) -> Change:
+        return Change({"updated_at": T0 + 1.5}, (HistoryItem("instance.upgraded", T0 + 1.5),))
+
+    await storage.transition(row.iid, upgrade)
+    assert await storage.decide_approval(row.iid, "approve", 1, decision(), "v1", True,
+                                         T0 + 2) == "stale"
