@@ -89,17 +89,18 @@ def styled(term: Terminal, event: af.InstanceEvent, text: str) -> str:
     return text
 
 
-async def ask(question: str) -> str:
-    """Read a line from the terminal without blocking the loop. A daemon thread, so Ctrl-C
-    ends the process even while the question is open."""
+async def ask(question: str) -> str | None:
+    """Read a line from the terminal without blocking the loop; None at end of input. A
+    daemon thread, so Ctrl-C ends the process even while the question is open."""
     loop = asyncio.get_running_loop()
-    answer: asyncio.Future[str] = loop.create_future()
+    answer: asyncio.Future[str | None] = loop.create_future()
 
     def read() -> None:
+        line: str | None
         try:
             line = input(question)
         except EOFError:
-            line = ""
+            line = None
         def deliver() -> None:
             if not answer.done():
                 answer.set_result(line)

@@ -75,7 +75,7 @@ async def release(args: argparse.Namespace) -> int:
         sandbox=args.sandbox,
     ) as agent:
         term.line(term.style(f"goal: {goal}", "bold"))
-        approver = Approver(term, agent, auto=args.yes)
+        approver = Approver(term, agent, auto=args.yes, db=args.db)
 
         async def on_event(event: af.InstanceEvent) -> None:
             text = describe(event)
@@ -94,9 +94,10 @@ async def release(args: argparse.Namespace) -> int:
 class Approver:
     """Answers the plan's approval gate: from the terminal, or at once with --yes."""
 
-    def __init__(self, term: Terminal, agent: Agent, *, auto: bool) -> None:
+    def __init__(self, term: Terminal, agent: Agent, *, auto: bool, db: str) -> None:
         self.term = term
         self.agent = agent
+        self.db = db
         # Without a terminal nobody can answer: approve as with --yes (AGENTFLOW_DEMO_PROMPT
         # forces the question, for tests that answer through a pipe).
         interactive = sys.stdin.isatty() or bool(os.environ.get("AGENTFLOW_DEMO_PROMPT"))
@@ -116,13 +117,33 @@ class Approver:
             term.line(term.style("  approved automatically (--yes, or no terminal)", "cyan"))
             approved, by = True, "demo --yes"
         else:
-            answer = await ask("  approve? [y/N] ")
+            term.line(term.style(
+                f"  (or from another terminal: agentflow --db {self.db} approve "
+                f"{event.instance_id} '{request.gate}' --tenant {self.agent.tenant_id})", "dim"))
+            answer = await self._answer_or_decided_elsewhere(instance, request.gate)
+            if answer is None:
+                term.line(term.style("  decided from elsewhere", "cyan"))
+                return
             approved, by = answer.strip().lower() in ("y", "yes"), "terminal"
         decide = instance.approve if approved else instance.reject
         try:
             await decide(request.gate, by=by, version=request.version)
         except (af.ApprovalDecidedError, af.ApprovalNotFoundError) as exc:
             term.line(term.style(f"  {exc} (decided elsewhere)", "yellow"))
+
+
+    async def _answer_or_decided_elsewhere(self, instance: Any, gate: str) -> str | None:
+        """The terminal's answer, or None once the gate was decided by someone else (the CLI,
+        a notebook) while the question was open."""
+        answer = asyncio.ensure_future(ask("  approve? [y/N] "))
+        while True:
+            done, _ = await asyncio.wait({answer}, timeout=0.5)
+            if done and answer.result() is not None:
+                return answer.result()
+            # No answer yet, or no terminal input at all (end of input): someone else decides.
+            if not [r for r in await instance.approvals() if r.gate == gate]:
+                answer.cancel()
+                return None
 
 
 def _forget(db: str, workdir: Path) -> None:

@@ -100,3 +100,35 @@ def test_the_approval_prompt_decides(tmp_path: Path, answer: str, released: bool
     assert (tmp_path / "work" / "deploy" / "1.4.0").exists() is released
     assert proc.returncode == (0 if released else 1), proc.stdout + proc.stderr
     assert ('"status": "released"' if released else '"status": "rejected"') in proc.stdout
+
+
+def test_an_approval_from_the_cli_releases_the_waiting_demo(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AGENTFLOW_DEMO_PROMPT": "1"}
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "planners.demo", "--db", db, "--workdir", str(tmp_path / "work"),
+         "--model", "scripted"],
+        cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        read_until(proc, "(or from another terminal: agentflow")
+        listed = subprocess.run(
+            [sys.executable, "-m", "agentflow.cli", "--db", db, "--json", "approvals",
+             "--tenant", "demo"], capture_output=True, text=True, timeout=60, check=True)
+        (request,) = [json.loads(line) for line in listed.stdout.splitlines()]
+        assert request["gate"] == "approve deploy" and request["instance_id"].endswith(
+            "release-1_4_0")
+        subprocess.run(
+            [sys.executable, "-m", "agentflow.cli", "--db", db, "approve", "release-1_4_0",
+             "approve deploy", "--tenant", "demo", "--by", "cli-user",
+             "--version", request["version"], "--comment", "from the other terminal"],
+            capture_output=True, text=True, timeout=60, check=True)
+        out, _ = proc.communicate(timeout=120)  # stdin stays unanswered
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "decided from elsewhere" in out
+    assert "approve deploy: approved by cli-user (from the other terminal)" in out
+    assert '"approved_by": "cli-user"' in out
