@@ -92,9 +92,9 @@ async def test_reject_edit_and_refusals_from_the_cli(
     rejected = await at_gate(gates, "rej-1")
     edited = await at_gate(gates, "edit-1")
 
-    ambiguous_data = await cli(db_url, "approve", "edit-1", "--data", "{not json", cwd=cwd)
-    assert ambiguous_data.code == 2
-    assert "agentflow: InvalidArgumentError: --data must be JSON" in ambiguous_data.stderr
+    bad_data = await cli(db_url, "approve", "edit-1", "--data", "{not json", cwd=cwd)
+    assert bad_data.code == 2
+    assert "agentflow: InvalidArgumentError: --data must be JSON" in bad_data.stderr
     stale = await cli(db_url, "approve", "edit-1", "--version", "abc123", cwd=cwd)
     assert stale.code == 2 and "agentflow: StaleApprovalError:" in stale.stderr
     unknown_gate = await cli(db_url, "reject", "edit-1", "nope", cwd=cwd)
