@@ -37,6 +37,12 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("id")
     events.add_argument("--workflow")
     events.add_argument("--follow", "-f", action="store_true", help="follow until it finishes")
+    export = commands.add_parser(
+        "export", help="write an instance's whole history as JSON (for replay tests)")
+    export.add_argument("id", help="the instance id (the tenant's id with --tenant)")
+    export.add_argument("--workflow")
+    export.add_argument("--tenant")
+    export.add_argument("--output", "-o", help="file to write (default: standard output)")
     _cli_approvals.add_commands(commands)
     worker = commands.add_parser(
         "worker", help="run a standalone worker until SIGTERM/SIGINT",
@@ -81,6 +87,8 @@ async def _run(args: argparse.Namespace) -> int:
     async with Engine.open(args.db, worker=False) as engine:
         if args.command in ("approvals", "approve", "reject"):
             return await _cli_approvals.run(engine, args)
+        if args.command == "export":
+            return await _export(engine, args)
         if args.command == "list":
             for d in await engine.list_instances(
                 workflow=args.workflow, status=args.status, limit=args.limit
@@ -98,6 +106,19 @@ async def _run(args: argparse.Namespace) -> int:
         async for event in instance.events(follow=args.follow):
             print(_event_line(event, args.json), flush=True)
         return 0
+
+
+async def _export(engine: Engine, args: argparse.Namespace) -> int:
+    from .testing.history import export_run
+
+    instance_id = f"{args.tenant}.{args.id}" if args.tenant else args.id
+    run = await export_run(await engine.get(instance_id, workflow=args.workflow))
+    if args.output:
+        run.save(args.output)
+        print(f"wrote {args.output}: {len(run.steps)} steps, status {run.status}")
+    else:
+        print(json.dumps(run.to_dict(), indent=2, sort_keys=True))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

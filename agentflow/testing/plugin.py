@@ -20,6 +20,7 @@ import pytest
 
 from ..clock import FakeClock
 
+
 def _async_fixture_decorator() -> Callable[[Any], Any]:
     try:
         import pytest_asyncio
