@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import builtins
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import errors
 from .._errors_journal import rebuild
 from ..approvals import Decision
 from ..errors import AgentflowError
@@ -116,8 +118,7 @@ class ReplayStep:
     async def do(self, name: str, fn: Callable[..., Any], **options: Any) -> Any:
         entry = self._entry("do", name)
         if entry.state == "errored":
-            error = entry.error or ErrorInfo("StepError", "")
-            raise rebuild(error.name, error.message, None)
+            raise _rebuilt(entry.error or ErrorInfo("StepError", ""))
         return entry.result
 
     async def sleep(self, name: str, duration: Any) -> None:
@@ -129,8 +130,7 @@ class ReplayStep:
     async def wait_for_event(self, name: str, *, type: str, timeout: Any = "24 hours") -> Any:
         entry = self._entry("wait", name)
         if entry.state == "errored":
-            error = entry.error or ErrorInfo("WorkflowTimeoutError", "")
-            raise rebuild(error.name, error.message, None)
+            raise _rebuilt(entry.error or ErrorInfo("WorkflowTimeoutError", ""))
         result = entry.result or {}
         return StepEvent(str(result.get("type", type)), result.get("payload"),
                          _when(result.get("timestamp")))
@@ -140,8 +140,7 @@ class ReplayStep:
         entry = self._entry("wait", name)
         if entry.state == "errored":
             if on_timeout == "raise":
-                error = entry.error or ErrorInfo("WorkflowTimeoutError", "")
-                raise rebuild(error.name, error.message, None)
+                raise _rebuilt(entry.error or ErrorInfo("WorkflowTimeoutError", ""))
             return Decision(approved=False, reason="timeout", data=data)
         result = entry.result or {}
         found = result.get("payload")
@@ -247,6 +246,19 @@ def _refuse(name: str) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"tool {name!r} was called during a replay: no step body runs")
     return call
+
+
+def _rebuilt(error: ErrorInfo) -> Exception:
+    """The recorded error as the code would have seen it: agentflow's and the builtin
+    exception classes by name, others as a StepError subclass of that name."""
+    for module in (errors, builtins):
+        cls = getattr(module, error.name, None)
+        if isinstance(cls, type) and issubclass(cls, Exception):
+            try:
+                return cls(error.message)
+            except Exception:  # a constructor that wants other arguments
+                break
+    return rebuild(error.name, error.message, None)
 
 
 def _when(value: Any) -> datetime:
