@@ -4,6 +4,7 @@ same database as the running agents (any process)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 from typing import Any
@@ -47,6 +48,9 @@ async def run(engine: Engine, args: argparse.Namespace) -> int:
         found = await engine.approvals(workflow=args.workflow, tenant=args.tenant,
                                        older_than=args.older_than, limit=args.limit)
         for r in found:
+            if args.tenant:  # ids as the tenant knows them, as approve --tenant takes them
+                r = dataclasses.replace(r, instance_id=r.instance_id.removeprefix(
+                    f"{args.tenant}."))
             if args.json:
                 print(json.dumps(_request_dict(r)))
             else:

@@ -127,7 +127,8 @@ KEEP: Any = object()  # approve(data=...) not given: the request's data stands
 
 
 async def open_gates(engine: Any, iid: int) -> list[Any]:
-    rows: list[Any] = await engine._storage.pending_approvals(iid=iid, limit=1000)
+    rows: list[Any] = await engine._storage.pending_approvals(iid=iid, limit=1000,
+                                                              now=engine.clock.now())
     return rows
 
 
@@ -154,6 +155,8 @@ async def decide(
     row = rows[0]
     check_version = version is not KEEP
     edited = data is not KEEP
+    if data is not KEEP:
+        request_data(row.gate, "edited", data)  # the same size limit as the request
     payload = encode(decision_payload(
         approved, by=by, comment=comment, data=data if edited else None, edited=edited,
         version=version if check_version else json.loads(row.data or "{}").get("version"),
@@ -169,6 +172,8 @@ async def decide(
     messages = {
         "unknown": (ApprovalNotFoundError, "is not open"),
         "decided": (ApprovalDecidedError, "was decided already; a gate takes one decision"),
+        "expired": (ApprovalDecidedError, "timed out: its deadline passed, which decided it "
+                    "as a timeout"),
         "version": (StaleApprovalError,
                     f"was requested by code version {asked!r}, not {version!r}; review the "
                     "request as it stands and decide again"),
@@ -181,13 +186,25 @@ async def decide(
 
 
 async def _explain_missing(engine: Any, iid: int, instance_id: str, gate: str | None) -> None:
+    row = await engine._storage.get_instance_by_iid(iid)
+    finished = row is not None and row.status in ("complete", "errored", "terminated")
     journal = await engine._storage.load_journal(iid)
     gates = [r for r in journal if r.kind == "wait" and (r.event_type or "").startswith(
         EVENT_PREFIX) and (gate is None or r.name == gate)]
-    if gates and all(r.state != "waiting" for r in gates):
+    last = gates[-1] if gates else None
+    if last is not None and (last.state != "waiting" or not finished):
+        # Journaled but not open: decided (maybe not taken yet) or past its deadline.
+        expired = last.state == "errored" or (
+            last.state == "waiting" and last.wake_at is not None
+            and last.wake_at <= engine.clock.now())
+        why = "timed out" if expired else "was decided already"
         raise ApprovalDecidedError(
-            f"approval {gates[-1].name!r} of instance {instance_id!r} was decided already "
-            f"(or timed out); a gate takes one decision")
+            f"approval {last.name!r} of instance {instance_id!r} {why}; a gate takes one "
+            "decision")
+    if finished:
+        assert row is not None
+        raise ApprovalNotFoundError(
+            f"instance {instance_id!r} is {row.status}: it has no open approvals")
     what = "no open approval" if gate is None else f"no open approval named {gate!r}"
     raise ApprovalNotFoundError(f"instance {instance_id!r} has {what}")
 

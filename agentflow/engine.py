@@ -202,7 +202,8 @@ class Engine:
         if older_than is not None:
             before = self.clock.now() - validate.duration(older_than, what="older_than")
         rows = await self._storage.pending_approvals(
-            workflow=workflow, tenant=tenant, requested_before=before, limit=limit)
+            workflow=workflow, tenant=tenant, requested_before=before, limit=limit,
+            now=self.clock.now())
         return [approvals.from_row(r, r.id, r.tenant) for r in rows]
 
     # -- internals used by bindings and instances -----------------------------------------

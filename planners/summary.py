@@ -65,8 +65,8 @@ def summarize(source: str, gated: Iterable[str] = ()) -> PlanSummary:
         parallel |= method == "all"
         if method not in _KINDS:
             continue
-        tools = _tools_in(node.args[1], functions) if method == "do" and len(node.args) > 1 \
-            else ()
+        body = _argument(node, 1, "fn") if method == "do" else None
+        tools = _tools_in(body, functions) if body is not None else ()
         steps.append(StepSummary(_KINDS[method], _name(node), node.lineno, tools,
                                  bool(set(tools) & gated_names)))
     steps.sort(key=lambda s: s.line)
@@ -83,19 +83,36 @@ def plan_diff(previous: str, current: str) -> str:
     ))
 
 
+def _argument(call: ast.Call, position: int, keyword: str) -> ast.expr | None:
+    if len(call.args) > position:
+        return call.args[position]
+    return next((k.value for k in call.keywords if k.arg == keyword), None)
+
+
 def _name(call: ast.Call) -> str:
-    if call.args and isinstance(call.args[0], ast.Constant) and isinstance(
-            call.args[0].value, str):
-        return call.args[0].value
-    return ast.unparse(call.args[0]) if call.args else "?"
+    name = _argument(call, 0, "name")
+    if isinstance(name, ast.Constant) and isinstance(name.value, str):
+        return name.value
+    return ast.unparse(name) if name is not None else "?"
 
 
 def _tools_in(body: ast.expr, functions: Mapping[str, ast.AST]) -> tuple[str, ...]:
-    """Tools called in a step body: in the expression, or in the plan function it names."""
-    target: ast.AST = body
-    if isinstance(body, ast.Name) and body.id in functions:
-        target = functions[body.id]
-    found = [n.func.attr for n in ast.walk(target)
-             if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
-             and isinstance(n.func.value, ast.Name) and n.func.value.id == "tools"]
+    """Tools a step body calls: in the expression and in every plan function it reaches
+    (named as the body, or called from it, at any depth)."""
+    found: list[str] = []
+    seen: set[str] = set()
+    pending: list[ast.AST] = [body]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Name) and node.id in functions and node.id not in seen:
+            seen.add(node.id)
+            pending.append(functions[node.id])
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Call) and isinstance(inner.func, ast.Attribute) and (
+                    isinstance(inner.func.value, ast.Name) and inner.func.value.id == "tools"):
+                found.append(inner.func.attr)
+            elif (isinstance(inner, ast.Name) and inner.id in functions
+                  and inner.id not in seen and inner is not node):
+                pending.append(inner)
     return tuple(dict.fromkeys(found))

@@ -8,19 +8,25 @@ from collections.abc import Callable, Sequence
 
 from .records import ApprovalRow, HistoryItem
 
+# An open gate: its wait is journaled as waiting, no decision waits in the inbox for it, its
+# deadline has not passed; shown with its latest request (a restart or an upgrade asks again).
 _OPEN = (
     "SELECT i.iid, i.workflow, i.id, i.tenant, s.name, s.count, h.at, h.data "
     "FROM steps s JOIN instances i ON i.iid = s.iid "
-    "JOIN history h ON h.iid = s.iid AND h.type = 'approval.requested' "
-    "     AND h.step = s.name AND h.count = s.count "
+    "JOIN history h ON h.seq = (SELECT max(r.seq) FROM history r WHERE r.iid = s.iid "
+    "     AND r.type = 'approval.requested' AND r.step = s.name AND r.count = s.count) "
     "WHERE s.kind = 'wait' AND s.state = 'waiting' AND s.event_type LIKE 'approval:%' "
-    "  AND i.status NOT IN ('complete', 'errored', 'terminated')"
+    "  AND i.status NOT IN ('complete', 'errored', 'terminated') "
+    "  AND NOT EXISTS (SELECT 1 FROM inbox b WHERE b.iid = s.iid AND b.type = s.event_type "
+    "                  AND b.consumed_by IS NULL) "
+    "  AND (s.wake_at IS NULL OR s.wake_at > ?)"
 )
 
 
 def pending(conn: sqlite3.Connection, *, workflow: str | None, tenant: str | None,
-            iid: int | None, requested_before: float | None, limit: int) -> list[ApprovalRow]:
-    sql, args = _OPEN, list[object]()
+            iid: int | None, requested_before: float | None, limit: int,
+            now: float) -> list[ApprovalRow]:
+    sql, args = _OPEN, list[object]([now])
     for column, value in (("i.workflow", workflow), ("i.tenant", tenant), ("i.iid", iid)):
         if value is not None:
             sql += f" AND {column} = ?"
@@ -40,10 +46,11 @@ def decide(
     history: Callable[[int, Sequence[HistoryItem]], None],
 ) -> str:
     """Deliver a decision to an open gate: 'ok', or why not: 'unknown' (no such gate),
-    'decided' (decided or timed out already), 'version' (another version asked),
+    'decided' (decided or timed out already), 'expired' (its deadline passed),
+    'version' (another version asked),
     'stale' (the instance's code changed since the request)."""
     step = conn.execute(
-        "SELECT state, event_type FROM steps WHERE iid = ? AND name = ? AND count = ? "
+        "SELECT state, event_type, wake_at FROM steps WHERE iid = ? AND name = ? AND count = ? "
         "AND kind = 'wait'", (iid, gate, count),
     ).fetchone()
     request = conn.execute(
@@ -52,7 +59,9 @@ def decide(
     ).fetchone()
     if step is None or request is None:
         return "unknown"
-    state, event_type = step
+    state, event_type, deadline = step
+    if deadline is not None and now >= deadline:
+        return "expired"  # timed out, even if no worker has recorded it yet
     if state != "waiting" or conn.execute(
         "SELECT 1 FROM inbox WHERE iid = ? AND type = ? AND consumed_by IS NULL",
         (iid, event_type),

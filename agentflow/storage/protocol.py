@@ -146,8 +146,11 @@ class Storage(Protocol):
     async def pending_approvals(
         self, *, workflow: str | None = None, tenant: str | None = None,
         iid: int | None = None, requested_before: float | None = None, limit: int = 100,
+        now: float = float("-inf"),
     ) -> list[ApprovalRow]:
-        """Open approval gates (a wait journaled as waiting with its request), oldest first."""
+        """Open approval gates, oldest first, each with its latest request: a wait journaled
+        as waiting, whose decision is not in the inbox yet and whose deadline is after
+        ``now``."""
         ...
 
     async def decide_approval(
@@ -155,7 +158,8 @@ class Storage(Protocol):
         check_version: bool, now: float,
     ) -> str:
         """Deliver a decision to gate (``gate``, ``count``) atomically; 'ok' or why not:
-        'unknown', 'decided', 'version' (``check_version`` and another version asked),
+        'unknown', 'decided', 'expired' (its deadline is not after ``now``), 'version'
+        (``check_version`` and another version asked),
         'stale' (the instance was upgraded or restarted since the request)."""
         ...
 

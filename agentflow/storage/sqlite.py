@@ -603,10 +603,11 @@ class SqliteStorage:
     async def pending_approvals(
         self, *, workflow: str | None = None, tenant: str | None = None,
         iid: int | None = None, requested_before: float | None = None, limit: int = 100,
+        now: float = float("-inf"),
     ) -> list[ApprovalRow]:
         def run(conn: sqlite3.Connection) -> list[ApprovalRow]:
             return _approvals.pending(conn, workflow=workflow, tenant=tenant, iid=iid,
-                                      requested_before=requested_before, limit=limit)
+                                      requested_before=requested_before, limit=limit, now=now)
 
         return await self._db.read(run)
 

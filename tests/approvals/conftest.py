@@ -68,6 +68,23 @@ async def open_gates(instance: Any, count: int = 1, timeout: float = 5.0) -> lis
                              f"({details.status}, {details.error})") from None
 
 
+async def gate_named(instance: Any, gate: str, timeout: float = 5.0) -> Any:
+    """Real-time wait until ``instance`` has an open gate named ``gate``; returns it."""
+
+    async def poll() -> Any:
+        while True:
+            for request in await instance.approvals():
+                if request.gate == gate:
+                    return request
+            await asyncio.sleep(0.005)
+
+    try:
+        return await asyncio.wait_for(poll(), timeout)
+    except TimeoutError:
+        raise AssertionError(f"{instance!r} has no open gate {gate!r}: "
+                             f"{await instance.approvals()}") from None
+
+
 async def finished(instance: Any, timeout: float = 10.0) -> af.InstanceDetails:
     details: af.InstanceDetails = await instance.wait(timeout=timeout)
     return details

@@ -5,6 +5,7 @@ here."""
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ from tests.dispatch._support import ToolLog, settle
 from tests.test_cli import cli
 
 WORKFLOW = "cli-gates"
+
+
+@pytest.fixture
+async def engine(db_url: str) -> AsyncIterator[af.Engine]:
+    """The real clock: the CLI process decides by the system clock, as in production (a fake
+    clock's deadlines would be long past for it)."""
+    async with af.Engine.open(db_url, poll_interval=0.05) as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -167,10 +176,6 @@ async def test_tenant_scoping_on_the_cli(
     assert len(await globex.approvals()) == 1
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: 'agentflow approvals --tenant T' lists internal ids ('T.id'), which "
-    "'agentflow approve --tenant T ID' refuses (InvalidIdError): the listing and the "
-    "decision disagree on what the instance id is"))
 async def test_ids_listed_for_a_tenant_are_the_ids_approve_takes_for_that_tenant(
     engine: af.Engine, tenants: af.WorkflowBinding, db_url: str, db_path: Path,
 ) -> None:

@@ -146,7 +146,7 @@ async def test_after_an_upgrade_the_pending_decision_is_stale(dynamic: Dynamic) 
 async def test_after_an_upgrade_the_gate_can_be_decided_under_the_new_version(
     dynamic: Dynamic,
 ) -> None:
-    acme, _, v1, _ = await two_tenants(dynamic)
+    acme, _, _, _ = await two_tenants(dynamic)
     a = await acme.create("up2", params={"item": "anvil"})
     await open_gates(a)
     v2 = await dynamic.registry.register("acme", WORKFLOW, buying_plan("acme v2"))

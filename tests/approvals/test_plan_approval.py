@@ -20,7 +20,7 @@ from planners import (
     Provenance,
     ScriptedChatModel,
 )
-from tests.approvals.conftest import open_gates
+from tests.approvals.conftest import gate_named, open_gates
 from tests.conftest import drive
 from tests.dispatch._support import settle
 
@@ -96,9 +96,7 @@ async def test_the_plan_waits_for_approval_before_its_first_step(
 
         await instance.approve(PLAN_GATE, by="lead", version=request.version)
         # the plan runs up to its own gate: approving the plan did not approve the deploy
-        [own] = [r for r in await open_gates(instance) if r.gate != PLAN_GATE] or [None]
-        while own is None:
-            own = next((r for r in await instance.approvals() if r.gate != PLAN_GATE), None)
+        own = await gate_named(instance, "approve deploy")
         assert own.gate == "approve deploy" and own.data == {"total": 3}
         assert tools.calls == [("add", (1, 2))]
         await instance.approve("approve deploy", by="lead")
