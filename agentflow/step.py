@@ -236,9 +236,14 @@ class Step:
         deadline_at = record.wake_at if record is not None and record.wake_at else now + seconds
         if record is None:
             run.history("wait.started", name, count, type=event_type, until=deadline_at)
-            if request is not None:
-                run.history("approval.requested", name, count, type=event_type,
-                            until=deadline_at, **request)
+        # An approval is asked when first reached, and again when other code (an upgrade)
+        # reaches it: the waiting record keeps the request as last asked.
+        asked = decode(record.result) if record is not None and record.result else None
+        reask = request is not None and (
+            not isinstance(asked, dict) or asked.get("version") != request.get("version"))
+        if reask:
+            run.history("approval.requested", name, count, type=event_type,
+                        until=deadline_at, **(request or {}))
         event = await run.storage.next_inbox_event(run.iid, event_type)
         if event is not None:
             # Splice the stored payload in: it was checked against the size limit when sent.
@@ -265,10 +270,11 @@ class Step:
                 wake_at=deadline_at, finished_at=now,
             ))
             raise error
-        if record is None:
+        if record is None or reask:
             run.defer(StepRecord(
                 name, count, "wait", "waiting", started_at, event_type=event_type,
                 wake_at=deadline_at,
+                result=None if request is None else encode(request, what="approval request"),
             ))
         raise run.suspend_until(deadline_at, event_type)
 

@@ -169,15 +169,22 @@ class TenantInstance:
 
     async def upgrade(self, code: CodeRef | None = None) -> CodeRef:
         """Pin the instance to other code (by default the tenant's newest version) from its
-        next run on. Finished steps keep their journaled results."""
+        next run on; a waiting instance runs again at once (its open approval gates are
+        asked again under the new version). Finished steps keep their journaled results."""
         ref = await self._binding._code(code)
         engine = self._binding.base._engine
 
         def repin(row: InstanceRow, now: float) -> Change:
             envelope, params = unwrap(json.loads(row.params or "null"))
             new = wrap(params, envelope.tenant_id, ref, envelope.metadata)
+            fields: dict[str, Any] = {"params": encode(new, what="params"), "updated_at": now}
+            if row.status == "waiting":
+                # Run it again now: the new code replays up to where it waits, and an open
+                # approval gate is asked again under the new version.
+                fields.update(status="queued", ready_at=now, woken=1, wake_at=None,
+                              wait_types=None)
             return Change(
-                {"params": encode(new, what="params"), "updated_at": now},
+                fields,
                 (HistoryItem("instance.upgraded", now, data={"code": ref.as_dict()}),),
             )
 

@@ -130,19 +130,15 @@ async def test_after_an_upgrade_the_pending_decision_is_stale(dynamic: Dynamic) 
     assert request.version == v1.sha256
     v2 = await dynamic.registry.register("acme", WORKFLOW, buying_plan("acme v2"))
     assert await a.upgrade() == v2
-    with pytest.raises(af.StaleApprovalError, match="code changed"):
+    # Refused whether the new code has asked again yet (then: another version asked) or not
+    # (then: the code changed since the request).
+    with pytest.raises(af.StaleApprovalError):
         await a.approve(version=v1.sha256)
     with pytest.raises(af.StaleApprovalError):
-        await a.approve()  # no version named: still refused
-    with pytest.raises(af.StaleApprovalError):
-        await a.reject()
-    assert (await a.status()).status == "waiting"
+        await a.reject(version=v1.sha256)
+    assert (await a.status()).status in ("waiting", "queued", "running")
 
 
-@pytest.mark.xfail(strict=True, raises=af.StaleApprovalError, reason=(
-    "BUG: after TenantInstance.upgrade() the gate is never asked again: the inbox keeps "
-    "listing the old request (old version) and every decision on it is refused as stale, "
-    "so the instance can only time out"))
 async def test_after_an_upgrade_the_gate_can_be_decided_under_the_new_version(
     dynamic: Dynamic,
 ) -> None:
