@@ -20,7 +20,8 @@ from .sqlite import SqliteStorage
 
 
 def storage_from_url(url: str | Path) -> Storage:
-    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite:///:memory:`` or a path."""
+    """``sqlite:///relative.db``, ``sqlite:////abs/path.db``, ``sqlite:///:memory:``, a path,
+    or ``postgresql://user@host:port/database``."""
     if isinstance(url, Path):
         return SqliteStorage(url)
     if not isinstance(url, str):
@@ -34,12 +35,13 @@ def storage_from_url(url: str | Path) -> Storage:
             )
         return SqliteStorage(path)
     if url.startswith(("postgres://", "postgresql://")):
-        raise InvalidArgumentError(
-            "the PostgreSQL backend is not available yet; use a sqlite:/// URL"
-        )
+        from .postgres import PostgresStorage  # needs psycopg: the 'postgres' extra
+
+        return PostgresStorage(url)
     if "://" in url:
         raise InvalidArgumentError(
-            f"unsupported database URL {url!r}; use sqlite:///path/to/file.db"
+            f"unsupported database URL {url!r}; use sqlite:///path/to/file.db or "
+            "postgresql://user@host/database"
         )
     return SqliteStorage(url)
 

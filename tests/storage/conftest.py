@@ -7,6 +7,7 @@ Every test that takes ``storage`` (or ``stores``/``backend``) runs once per entr
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -60,9 +61,55 @@ class SqliteBackend(Backend):
         conn.close()
 
 
+PG_URL_VARIABLE = "AGENTFLOW_TEST_PG_URL"
+
+
+class PostgresBackend(Backend):
+    """A fresh database per test on the server in $AGENTFLOW_TEST_PG_URL (``.ci/run`` starts
+    one: scripts/pg-test-server); skipped when the variable is not set."""
+
+    name = "postgres"
+    _counter = 0
+
+    def __init__(self, tmp_path: Path) -> None:
+        admin = os.environ.get(PG_URL_VARIABLE)
+        if not admin:
+            pytest.skip(f"no PostgreSQL: set {PG_URL_VARIABLE} (scripts/pg-test-server start)")
+        import psycopg
+
+        self._psycopg = psycopg
+        self.admin = admin
+        PostgresBackend._counter += 1
+        self.database = f"agentflow_t{os.getpid()}_{PostgresBackend._counter}"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}"')
+            conn.execute(f'CREATE DATABASE "{self.database}"')
+        self.url = admin.rsplit("/", 1)[0] + "/" + self.database
+
+    def new(self) -> Storage:
+        from agentflow.storage.postgres import PostgresStorage
+
+        return PostgresStorage(self.url)
+
+    def read_meta(self, key: str) -> str | None:
+        with self._psycopg.connect(self.url) as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def write_meta(self, key: str, value: str) -> None:
+        with self._psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s) ON CONFLICT (key) "
+                         "DO UPDATE SET value = excluded.value", (key, value))
+
+    def cleanup(self) -> None:
+        with self._psycopg.connect(self.admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+
+
 # name -> how to make that backend's store for one test (given the test's tmp_path).
 BACKENDS: dict[str, Callable[[Path], Backend]] = {
     "sqlite": SqliteBackend,
+    "postgres": PostgresBackend,
 }
 
 
