@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,26 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def db_url(db_path: Path) -> str:
-    return f"sqlite:///{db_path}"
+def db_url(db_path: Path) -> Iterator[str]:
+    """The test's database: a SQLite file, or with AGENTFLOW_TEST_BACKEND=postgres a fresh
+    database on the server in AGENTFLOW_TEST_PG_URL (tests that read the SQLite file
+    directly skip there)."""
+    if os.environ.get("AGENTFLOW_TEST_BACKEND") != "postgres":
+        yield f"sqlite:///{db_path}"
+        return
+    from tests.storage.conftest import PostgresBackend
+
+    backend = PostgresBackend(db_path.parent)
+    _PG_URLS[db_path] = backend.url
+    os.environ[DB_URL_VARIABLE] = backend.url  # for the worker processes tests start
+    yield backend.url
+    os.environ.pop(DB_URL_VARIABLE, None)
+    _PG_URLS.pop(db_path, None)
+    backend.cleanup()
+
+
+DB_URL_VARIABLE = "AGENTFLOW_TEST_DB_URL"  # set while a test runs on PostgreSQL
+_PG_URLS: dict[Path, str] = {}  # db_path -> the PostgreSQL database standing in for it
 
 
 @pytest.fixture
@@ -94,7 +113,14 @@ async def _until_woken(
 
 
 def rows(db_path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
-    """Read the database file directly, as another process would."""
+    """Read the database file directly, as another process would (on PostgreSQL: the
+    test's database, with the same SQL)."""
+    if db_path in _PG_URLS:
+        import psycopg
+
+        with psycopg.connect(_PG_URLS[db_path]) as pg:
+            sql = sql.replace("%", "%%").replace("?", "%s")
+            return [tuple(r) for r in pg.execute(sql, args).fetchall()]
     with sqlite3.connect(db_path) as conn:
         return conn.execute(sql, args).fetchall()
 

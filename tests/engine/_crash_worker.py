@@ -8,6 +8,7 @@ once the file ``STOP`` exists. The test SIGKILLs it at random moments.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from functools import partial
 from pathlib import Path
@@ -49,7 +50,8 @@ async def main(db: str, log: str, stop: str) -> None:
     global _log
     _log = Path(log)
     async with af.Engine.open(
-        f"sqlite:///{db}", lease_seconds=LEASE_SECONDS, poll_interval=0.05
+        os.environ.get("AGENTFLOW_TEST_DB_URL") or f"sqlite:///{db}",
+        lease_seconds=LEASE_SECONDS, poll_interval=0.05
     ) as engine:
         engine.register(WORKFLOW, run, concurrency=CONCURRENCY)
         while not Path(stop).exists():

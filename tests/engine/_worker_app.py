@@ -223,7 +223,8 @@ def crash_app(engine: af.Engine) -> None:
 
 # -- a producer process ----------------------------------------------------------------------
 async def _produce_main(db: str, prefix: str, count: int, pace: float) -> None:
-    async with af.Engine.open(f"sqlite:///{db}", worker=False) as engine:
+    url = os.environ.get("AGENTFLOW_TEST_DB_URL") or f"sqlite:///{db}"
+    async with af.Engine.open(url, worker=False) as engine:
         await produce(engine, prefix, count, pace=pace)
 
 

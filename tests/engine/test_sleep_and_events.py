@@ -48,6 +48,17 @@ async def test_sleep_until_accepts_aware_datetimes_and_epoch_seconds(
     assert details.output == start + 6 * 3600
 
 
+async def until_history(instance: af.Instance, type: str, *, step: str,
+                        timeout: float = 10.0) -> None:
+    """Real-time wait until the instance's history has a ``type`` event of ``step``."""
+    async def seen() -> None:
+        while not [e async for e in instance.events(follow=False)
+                   if e.type == type and e.step == step]:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(seen(), timeout)
+
+
 async def test_replay_after_the_wake_time_does_not_sleep_again(
     engine: af.Engine, clock: af.FakeClock
 ) -> None:
@@ -62,7 +73,7 @@ async def test_replay_after_the_wake_time_does_not_sleep_again(
     instance = await engine.register("wf", run).create()
     await wait_for(instance, "waiting")
     await clock.advance(3600)
-    await asyncio.sleep(0.05)
+    await until_history(instance, "wait.started", step="go")  # woke, now waits for 'go'
     await wait_for(instance, "waiting")
     when = clock.now()
     await instance.send_event("go", "now")
@@ -128,7 +139,7 @@ async def test_a_wait_timeout_is_catchable_and_the_next_wait_gets_the_next_event
     instance = await engine.register("wf", run).create()
     await wait_for(instance, "waiting")
     await clock.advance(2 * 3600)
-    await asyncio.sleep(0.05)
+    await until_history(instance, "wait.started", step="second")
     await wait_for(instance, "waiting")
     await instance.send_event("approve", "late but fine")
     details = await wait_for(instance, "complete")
