@@ -91,7 +91,15 @@ class Engine:
                 code_for=lambda name: self._workflows[name].runner,
             )
             self._worker.start()
+        subscribe = getattr(self._storage, "subscribe", None)
+        if callable(subscribe):  # a shared server tells us when other processes make work
+            subscribe(self._woken_elsewhere)
         return self
+
+    def _woken_elsewhere(self) -> None:
+        if self._worker is not None:
+            self._worker.poke()
+        self._changed.notify()
 
     async def close(self) -> None:
         """Stop the worker (running instances resume from their last step elsewhere or on the

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -19,6 +20,8 @@ from ..errors import StorageError
 
 T = TypeVar("T")
 
+CHANNEL = "agentflow_changes"
+_WAKES = re.compile(r"^\s*(INSERT INTO (instances|inbox)|UPDATE instances SET (status|params))")
 _ROW_BY_IID = re.compile(r"^\s*SELECT .* FROM instances WHERE iid = \?\s*$", re.DOTALL)
 
 
@@ -56,6 +59,7 @@ class PgConnection:
         self._raw = raw
         self._writing = writing
         self._later: dict[str, list[Any]] = {}
+        self.wakes = False  # the unit made something runnable: notify the other workers
 
     @staticmethod
     def translate(sql: str) -> str:
@@ -64,6 +68,8 @@ class PgConnection:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> PgCursor:
         if self._writing and _ROW_BY_IID.match(sql):
             sql = sql.rstrip() + " FOR UPDATE"
+        if self._writing and not self.wakes and _WAKES.match(sql) and "||" not in sql:
+            self.wakes = True  # new instances, events, status changes (claims excepted)
         cursor = self._raw.cursor()
         cursor.execute(self.translate(sql), tuple(params))
         return PgCursor(cursor)
@@ -80,6 +86,8 @@ class PgConnection:
         for sql, rows in self._later.items():
             self.executemany(sql, rows)
         self._later.clear()
+        if self.wakes:  # delivered to the listeners when the transaction commits
+            self._raw.execute("SELECT pg_notify(%s, '')", (CHANNEL,))
 
 
 class PgDb:
@@ -90,6 +98,8 @@ class PgDb:
         self._raw: Any = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentflow-pg")
         self._unit: PgConnection | None = None
+        self._listening = False
+        self._listener: threading.Thread | None = None
 
     async def start(self) -> None:
         psycopg = _driver()
@@ -136,7 +146,29 @@ class PgDb:
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL: {exc}") from exc
 
+    def listen(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on this loop whenever another connection's write made something
+        runnable (LISTEN/NOTIFY on a connection of its own, on a thread of its own)."""
+        loop = asyncio.get_running_loop()
+        psycopg = _driver()
+        self._listening = True
+
+        def run() -> None:
+            try:
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    while self._listening:
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            if not loop.is_closed():
+                                loop.call_soon_threadsafe(callback)
+            except (psycopg.Error, RuntimeError):
+                return  # the engine polls as well: a lost listener only adds latency
+
+        self._listener = threading.Thread(target=run, name="agentflow-pg-listen", daemon=True)
+        self._listener.start()
+
     async def close(self) -> None:
+        self._listening = False
         if self._raw is not None:
             raw, self._raw = self._raw, None
             await self._call(raw.close)

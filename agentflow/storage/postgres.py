@@ -10,7 +10,7 @@ writes them, typed parameters where PostgreSQL cannot infer them.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from ..errors import DuplicateInstanceError, StorageError
@@ -88,6 +88,10 @@ class PostgresStorage(SqliteStorage):
     async def open(self) -> None:
         await self._pg.start()
         await self._pg.write(self._migrate)
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when another process makes work runnable (LISTEN/NOTIFY)."""
+        self._pg.listen(callback)
 
     def _migrate(self, conn: Any) -> None:
         # One migrator at a time across processes; versions as in SQLite.
