@@ -1,0 +1,161 @@
+"""The objects a plan sees in the sandbox process: its event, its ``step`` (each call a
+message to the host) and the decisions and events the host sends back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from ._child_channel import Channel, error_from, error_info
+from ._child_scheduler import Gather, Park, Request, Scheduler, Tagged
+from .fingerprint import inputs_fingerprint
+
+# True only while the runtime itself reads a step body's code (never while plan code runs):
+# the audit hook then lets attribute reads such as fn.__code__ through.
+_READING_CODE = [False]
+
+
+def _fingerprint(fn: Callable[..., Any]) -> str | None:
+    _READING_CODE[0] = True
+    try:
+        return inputs_fingerprint(fn)
+    finally:
+        _READING_CODE[0] = False
+
+
+# -- the objects a plan sees -----------------------------------------------------------------
+class Event:
+    __slots__ = ("instance_id", "payload", "timestamp", "workflow_name")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.payload = data.get("payload")
+        self.timestamp = datetime.fromisoformat(data["timestamp"]) if data.get(
+            "timestamp") else None
+        self.instance_id = data.get("instance_id")
+        self.workflow_name = data.get("workflow_name")
+
+
+class StepProxy:
+    """The plan's ``step``: each call is a message to the host, which runs the real step."""
+
+    __slots__ = ("_scheduler",)
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self._scheduler = scheduler
+
+    async def do(self, name: Any, fn: Callable[[], Any], *, retries: Any = None,
+                 timeout: Any = None) -> Any:
+        scheduler = self._scheduler
+        count = scheduler.count(name)
+        body = scheduler.new_call()
+        scheduler.bodies[body] = fn
+        if count is not None:
+            scheduler.body_steps[body] = (name, count)
+        message = {"op": "step", "method": "do", "name": name, "body": body,
+                   "retries": retries, "timeout": timeout}
+        if scheduler.fingerprints:
+            message["inputs"] = _fingerprint(fn)
+        try:
+            if (scheduler.journaled is None or count is None
+                    or (name, count) in scheduler.journaled):
+                return await Request(message)
+            return await self._speculate(message, fn, body)
+        finally:
+            scheduler.bodies.pop(body, None)
+            scheduler.body_steps.pop(body, None)
+
+    async def _speculate(self, message: dict[str, Any], fn: Callable[[], Any],
+                         body: int) -> Any:
+        scheduler = self._scheduler
+        call = scheduler.new_call()
+        try:
+            scheduler.channel.send({**message, "call": call, "speculative": True})
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"step arguments must be plain data: {exc}") from None
+        step = scheduler.body_steps.get(body)
+        try:
+            with scheduler.running(step):
+                result = fn()
+            if hasattr(result, "__await__"):
+                result = await Tagged(result, step, scheduler)
+            outcome: dict[str, Any] = {"value": result}
+        except Exception as exc:
+            outcome = {"error": error_info(exc)}
+        try:
+            scheduler.channel.send({"op": "body_result", "body": body, **outcome})
+        except (TypeError, ValueError) as exc:  # a live object: only data crosses
+            scheduler.channel.send({"op": "body_result", "body": body,
+                                    "error": {"name": "TypeError", "message": str(exc)}})
+        return await Park(call)
+
+    async def sleep(self, name: Any, duration: Any) -> Any:
+        self._scheduler.count(name)
+        return await Request({"op": "step", "method": "sleep", "name": name,
+                              "duration": duration})
+
+    async def sleep_until(self, name: Any, when: Any) -> Any:
+        self._scheduler.count(name)
+        if isinstance(when, datetime):
+            when = when.timestamp()
+        return await Request({"op": "step", "method": "sleep_until", "name": name,
+                              "when": when})
+
+    async def wait_for_event(self, name: Any, *, type: Any,
+                             timeout: Any = "24 hours") -> Any:
+        self._scheduler.count(name)
+        reply = await Request({"op": "step", "method": "wait_for_event", "name": name,
+                               "type": type, "timeout": timeout})
+        return StepEventView(reply)
+
+    async def wait_for_approval(self, name: Any, *, prompt: Any, data: Any = None,
+                                timeout: Any = "24 hours", on_timeout: Any = "reject") -> Any:
+        self._scheduler.count(name)
+        reply = await Request({"op": "step", "method": "wait_for_approval", "name": name,
+                               "prompt": prompt, "data": data, "timeout": timeout,
+                               "on_timeout": on_timeout})
+        return DecisionView(reply)
+
+    async def all(self, *awaitables: Any) -> Any:
+        return await Gather(awaitables)
+
+
+class StepEventView:
+    __slots__ = ("payload", "timestamp", "type")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.type = data.get("type")
+        self.payload = data.get("payload")
+        self.timestamp = datetime.fromisoformat(data["timestamp"])
+
+
+class DecisionView:
+    """A person's decision on an approval gate, as a plan sees it."""
+
+    __slots__ = ("approved", "at", "by", "comment", "data", "edited", "reason", "version")
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.approved = data.get("approved") is True
+        self.reason = data.get("reason")
+        self.by = data.get("by")
+        self.comment = data.get("comment")
+        self.data = data.get("data")
+        self.version = data.get("version")
+        self.edited = data.get("edited") is True
+        self.at = datetime.fromisoformat(data["at"]) if data.get("at") else None
+
+
+def tool_caller(channel: Channel, scheduler: Scheduler) -> Callable[..., Any]:
+    def call_tool(name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        call_id = scheduler.new_call()
+        step = scheduler.active_step
+        reply = channel.call(
+            {"op": "tool", "call": call_id, "name": name, "args": args, "kwargs": kwargs,
+             "step": list(step) if step is not None else None},
+            call_id,
+        )
+        if "error" in reply:
+            raise error_from(reply["error"])
+        return reply.get("value")
+
+    return call_tool
