@@ -16,21 +16,21 @@ from typing import Any, cast
 from ..errors import DuplicateInstanceError, StorageError
 from . import _sqlite_approvals as _approvals
 from ._pg_connection import PgConnection, PgDb
-from .protocol import LeaseLost
-from .records import CodeRow, HistoryItem, InboxEvent, InstanceRow, StepRecord
-from .sqlite import (
+from ._statements import (
     _ACTIVE,
     _CODE_COLUMNS,
     _INSTANCE_COLUMNS,
     _UPSERT_STEP,
     SCHEMA_VERSION,
     WAKE_HEAD_START,
-    SqliteStorage,
     _instance,
     _owned_status,
     _step_values,
     _upsert_steps,
 )
+from .protocol import LeaseLost
+from .records import CodeRow, HistoryItem, InboxEvent, InstanceRow, StepRecord
+from .sqlite import SqliteStorage
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -214,13 +214,13 @@ class PostgresStorage(SqliteStorage):
         consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
     ) -> str:
         def run(conn: PgConnection) -> str:
-            status = _owned_status(conn, iid, owner)  # type: ignore[arg-type]  # row locked
+            status = _owned_status(conn, iid, owner)  # the row stays locked
             if consume is not None and conn.execute(
                 "SELECT 1 FROM inbox WHERE seq = ? AND iid = ? AND consumed_by IS NULL",
                 (consume, iid),
             ).fetchone() is None:
                 raise LeaseLost("event already consumed")
-            _upsert_steps(conn, iid, earlier)  # type: ignore[arg-type]
+            _upsert_steps(conn, iid, earlier)
             (seq,) = conn.execute(_UPSERT_STEP + " RETURNING seq",
                                   _step_values(iid, record)).fetchone()
             if consume is not None:

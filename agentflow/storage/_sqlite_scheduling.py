@@ -1,0 +1,166 @@
+"""Claiming work in SQLite: per-workflow limits, woken instances first, tenants in turn, and
+leases (renew, release). One writer at a time, so a claim's count and picks are consistent."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ._connection import Connection
+from ._statements import _ACTIVE, _INSTANCE_COLUMNS, WAKE_HEAD_START, _instance
+from .records import HistoryItem, InstanceRow
+
+
+class Scheduling:
+    """The scheduling half of :class:`SqliteStorage` (claim, renew, release, next_wake)."""
+
+    _db: Connection
+    _history: Callable[[int, Sequence[HistoryItem]], None]
+
+    # -- scheduling -------------------------------------------------------------------------
+    async def claim(
+        self, worker: str, now: float, lease_now: float, lease_until: float,
+        limits: dict[str, int], tenant_limits: dict[str, int | None] | None = None,
+    ) -> list[InstanceRow]:
+        def run(conn: sqlite3.Connection) -> list[InstanceRow]:
+            claimed: list[InstanceRow] = []
+            for workflow, limit in limits.items():
+                claimed.extend(self._claim_workflow(
+                    conn, workflow, limit, worker, now, lease_now, lease_until,
+                    tenant_limits or {},
+                ))
+            return claimed
+
+        return await self._db.write(run)
+
+    def _fair_candidates(
+        self, conn: sqlite3.Connection, workflow: str, free: int, now: float,
+        quota: int | None,
+    ) -> list[tuple[float, int]]:
+        """Runnable instances taken round-robin across tenants (each tenant's oldest first),
+        none beyond a tenant's quota of running instances."""
+        # A tenant's n-th candidate is worth (running + n): the tenant with the fewest running
+        # goes next, each tenant's oldest first, and none past its quota.
+        rows = conn.execute(
+            "WITH running AS (SELECT tenant, count(*) AS n FROM instances WHERE workflow = ? "
+            "AND status IN (?, ?) GROUP BY tenant), "
+            "candidates AS (SELECT iid, tenant, key, ROW_NUMBER() OVER (PARTITION BY tenant "
+            "ORDER BY key) AS rank FROM (SELECT iid, tenant, CASE WHEN status = 'queued' "
+            "THEN sched ELSE sched - ? END AS key FROM instances WHERE workflow = ? AND "
+            "(status = 'queued' OR (status = 'waiting' AND sched <= ?)))) "
+            "SELECT c.key, c.iid FROM candidates c LEFT JOIN running r ON r.tenant = c.tenant "
+            "WHERE c.rank <= ? AND (? IS NULL OR coalesce(r.n, 0) + c.rank <= ?) "
+            "ORDER BY coalesce(r.n, 0) + c.rank, c.key LIMIT ?",
+            (workflow, *_ACTIVE, WAKE_HEAD_START, workflow, now, free, quota, quota, free),
+        ).fetchall()
+        return [(key, iid) for key, iid in rows]
+
+    def _claim_workflow(
+        self, conn: sqlite3.Connection, workflow: str, limit: int, worker: str, now: float,
+        lease_now: float, lease_until: float, tenant_limits: dict[str, int | None],
+    ) -> list[InstanceRow]:
+        # Instances of lost workers first: they count against the limit already.
+        lost = conn.execute(
+            "SELECT iid FROM instances WHERE workflow = ? AND status IN (?, ?) "
+            "AND lease_until < ? ORDER BY ready_at LIMIT ?",
+            (workflow, *_ACTIVE, lease_now, limit),
+        ).fetchall()
+        (active,) = conn.execute(
+            "SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?)",
+            (workflow, *_ACTIVE),
+        ).fetchone()
+        free = max(0, limit - active)
+        ready: list[tuple[float, int]] = []
+        if free and workflow in tenant_limits:
+            ready = self._fair_candidates(conn, workflow, free, now, tenant_limits[workflow])
+        elif free:
+            # Two range scans of one index merged: queued by position, due sleepers by wake
+            # time (a due sleeper is a woken instance: it gets the same head start).
+            ready = conn.execute(
+                "SELECT sched, iid FROM instances WHERE workflow = ? AND status = 'queued' "
+                "ORDER BY sched LIMIT ?",
+                (workflow, free),
+            ).fetchall() + conn.execute(
+                "SELECT sched - ?, iid FROM instances WHERE workflow = ? "
+                "AND status = 'waiting' AND sched <= ? ORDER BY sched LIMIT ?",
+                (WAKE_HEAD_START, workflow, now, free),
+            ).fetchall()
+            ready = sorted(ready)[:free]
+        iids = [r[0] for r in lost] + [r[1] for r in ready]  # fair order kept as chosen
+        if not iids:
+            return []
+        conn.executemany(
+            "UPDATE instances SET status = CASE WHEN status = 'waiting_for_pause' "
+            "THEN status ELSE 'running' END, owner = ? || '#' || (runs + 1), "
+            "lease_until = ?, woken = 1, "
+            "wake_at = NULL, wait_types = NULL, runs = runs + 1, updated_at = ? WHERE iid = ?",
+            [(worker, lease_until, now, iid) for iid in iids],
+        )
+        rows: list[InstanceRow] = []
+        for start in range(0, len(iids), 500):  # stay under SQLite's parameter limit
+            chunk = iids[start:start + 500]
+            rows.extend(_instance(r) for r in conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE iid IN "
+                f"({','.join('?' * len(chunk))})",
+                chunk,
+            ))
+        position = {iid: n for n, iid in enumerate(iids)}
+        rows.sort(key=lambda row: position[row.iid])  # keep the queue's order
+        for row in rows:
+            self._history(row.iid, [HistoryItem("instance.started", now, data={"run": row.runs})])
+        return rows
+
+    async def renew(
+        self, worker: str, owners: dict[int, str], lease_until: float,
+    ) -> dict[int, str]:
+        def run(conn: sqlite3.Connection) -> dict[int, str]:
+            out: dict[int, str] = {}
+            for iid, owner in owners.items():
+                row = conn.execute(
+                    "UPDATE instances SET lease_until = ? WHERE iid = ? AND owner = ? "
+                    "AND status IN (?, ?) RETURNING status",
+                    (lease_until, iid, owner, *_ACTIVE),
+                ).fetchone() or conn.execute(
+                    "SELECT status FROM instances WHERE iid = ? AND owner = ?", (iid, owner)
+                ).fetchone()
+                out[iid] = "lost" if row is None else str(row[0])
+            return out
+
+        return await self._db.write(run)
+
+    async def release(self, worker: str, iids: Sequence[int] | None, now: float) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            scope = "substr(owner, 1, ?) = ?"
+            args: list[Any] = [len(worker) + 1, worker + "#"]
+            if iids is not None:
+                if not iids:
+                    return
+                scope += f" AND iid IN ({','.join('?' * len(iids))})"
+                args.extend(iids)
+            conn.execute(
+                "UPDATE instances SET status = CASE status WHEN 'waiting_for_pause' THEN "
+                "'paused' ELSE 'queued' END, paused_at = CASE status WHEN "
+                "'waiting_for_pause' THEN ? ELSE paused_at END, owner = NULL, "
+                f"lease_until = NULL, ready_at = ?, updated_at = ? WHERE {scope} "
+                "AND status IN ('running', 'waiting_for_pause')",
+                (now, now, now, *args),
+            )
+            conn.execute(f"UPDATE instances SET owner = NULL WHERE {scope}", args)
+
+        await self._db.write(run)
+
+    async def next_wake(self, workflows: Sequence[str]) -> float | None:
+        if not workflows:
+            return None
+        marks = ",".join("?" * len(workflows))
+
+        def run(conn: sqlite3.Connection) -> float | None:
+            (when,) = conn.execute(
+                f"SELECT min(sched) FROM instances WHERE status = 'waiting' "
+                f"AND workflow IN ({marks})",
+                list(workflows),
+            ).fetchone()
+            return None if when is None else float(when)
+
+        return await self._db.read(run)

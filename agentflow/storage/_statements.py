@@ -1,0 +1,82 @@
+"""Statements and row helpers both backends share: the SQL where SQLite and PostgreSQL agree,
+written with ``?`` placeholders (the PostgreSQL connection translates them)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from .protocol import LeaseLost
+from .records import InstanceRow, StepRecord
+
+SCHEMA_VERSION = 2
+WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
+_ACTIVE = ("running", "waiting_for_pause")
+_INSTANCE_COLUMNS = (
+    "iid, workflow, id, status, params, created_at, updated_at, output, error_name, "
+    "error_message, wake_at, wait_types, paused_at, owner, lease_until, runs, tenant"
+)
+_CODE_COLUMNS = "tenant, name, sha256, source, created_at, version"
+_STEP_COLUMNS = (
+    "name, count, kind, state, started_at, result, error_name, error_message, error_detail, "
+    "attempts, wake_at, event_type, finished_at, seq"
+)
+
+
+def _instance(row: Sequence[Any]) -> InstanceRow:
+    values = list(row)
+    values[11] = tuple(json.loads(values[11])) if values[11] else ()
+    return InstanceRow(*values)
+
+
+_UPSERT_STEP = (
+    "INSERT INTO steps (iid, name, count, kind, state, result, error_name, error_message, "
+    "error_detail, attempts, wake_at, event_type, started_at, finished_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (iid, name, count) DO UPDATE SET state = excluded.state, "
+    "result = excluded.result, error_name = excluded.error_name, "
+    "error_message = excluded.error_message, error_detail = excluded.error_detail, "
+    "attempts = excluded.attempts, wake_at = excluded.wake_at, "
+    "event_type = excluded.event_type, finished_at = excluded.finished_at"
+)
+
+# The common case in one statement: journal the step if the run still owns a running instance.
+_UPSERT_STEP_IF_RUNNING = (
+    "INSERT INTO steps (iid, name, count, kind, state, result, error_name, error_message, "
+    "error_detail, attempts, wake_at, event_type, started_at, finished_at) "
+    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances "
+    "WHERE iid = ? AND owner = ? AND status = 'running') "
+    + _UPSERT_STEP[_UPSERT_STEP.index("ON CONFLICT"):]
+)
+
+
+def _step_values(iid: int, r: StepRecord) -> tuple[Any, ...]:
+    return (
+        iid, r.name, r.count, r.kind, r.state, r.result, r.error_name, r.error_message,
+        r.error_detail, r.attempts, r.wake_at, r.event_type, r.started_at, r.finished_at,
+    )
+
+
+def _upsert_steps(conn: Any, iid: int, records: Sequence[StepRecord]) -> None:
+    if records:
+        conn.executemany(_UPSERT_STEP, [_step_values(iid, r) for r in records])
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+_INSERT_HISTORY = (
+    "INSERT INTO history (iid, at, type, step, count, attempt, since, data) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _owned_status(conn: Any, iid: int, owner: str) -> str:
+    row = conn.execute("SELECT status, owner FROM instances WHERE iid = ?", (iid,)).fetchone()
+    if row is None:
+        raise LeaseLost("unknown")
+    status, current = row
+    if current != owner or status not in _ACTIVE:
+        raise LeaseLost(status)
+    return str(status)
