@@ -9,6 +9,7 @@ exhaust the process). Untrusted plans run in sandbox processes.
 from __future__ import annotations
 
 import ast
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -92,8 +93,32 @@ def compile_plan(
     tools: Iterable[str] | None = None,
     allowed_imports: Iterable[str] = DEFAULT_IMPORTS,
 ) -> CompiledPlan:
-    """Validate and compile; raises :class:`PlanRejected` (with the report) if not valid."""
+    """Validate and compile; raises :class:`PlanRejected` (with the report) if not valid.
+    Compiled plans are cached by their text, tools and imports (plans are immutable and
+    content-addressed): compiling a plan again costs a dictionary lookup."""
     allowed = frozenset(allowed_imports)
+    granted = None if tools is None else frozenset(tools)
+    key = (source, granted, allowed) if isinstance(source, str) else None
+    if key is not None:
+        cached = _COMPILED.get(key)
+        if cached is not None:
+            _COMPILED.move_to_end(key)
+            return cached
+    plan = _compile(source, granted, allowed)
+    if key is not None:
+        _COMPILED[key] = plan
+        if len(_COMPILED) > _CACHE_SIZE:
+            _COMPILED.popitem(last=False)
+    return plan
+
+
+_CACHE_SIZE = 256
+_COMPILED: OrderedDict[tuple[str, frozenset[str] | None, frozenset[str]], CompiledPlan] = (
+    OrderedDict())
+
+
+def _compile(source: str, tools: frozenset[str] | None,
+             allowed: frozenset[str]) -> CompiledPlan:
     report, restricted = analyse(source, tools=tools, allowed_imports=allowed)
     if restricted is None:
         raise PlanRejected(report)
