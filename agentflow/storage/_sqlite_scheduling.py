@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ._connection import Connection
+from ._fair import fair_candidates
 from ._statements import _ACTIVE, _INSTANCE_COLUMNS, WAKE_HEAD_START, _instance
 from .records import HistoryItem, InstanceRow
 
@@ -35,26 +36,11 @@ class Scheduling:
         return await self._db.write(run)
 
     def _fair_candidates(
-        self, conn: sqlite3.Connection, workflow: str, free: int, now: float,
-        quota: int | None,
+        self, conn: Any, workflow: str, free: int, now: float, quota: int | None,
     ) -> list[tuple[float, int]]:
         """Runnable instances taken round-robin across tenants (each tenant's oldest first),
-        none beyond a tenant's quota of running instances."""
-        # A tenant's n-th candidate is worth (running + n): the tenant with the fewest running
-        # goes next, each tenant's oldest first, and none past its quota.
-        rows = conn.execute(
-            "WITH running AS (SELECT tenant, count(*) AS n FROM instances WHERE workflow = ? "
-            "AND status IN (?, ?) GROUP BY tenant), "
-            "candidates AS (SELECT iid, tenant, key, ROW_NUMBER() OVER (PARTITION BY tenant "
-            "ORDER BY key) AS rank FROM (SELECT iid, tenant, CASE WHEN status = 'queued' "
-            "THEN sched ELSE sched - ? END AS key FROM instances WHERE workflow = ? AND "
-            "(status = 'queued' OR (status = 'waiting' AND sched <= ?)))) "
-            "SELECT c.key, c.iid FROM candidates c LEFT JOIN running r ON r.tenant = c.tenant "
-            "WHERE c.rank <= ? AND (? IS NULL OR coalesce(r.n, 0) + c.rank <= ?) "
-            "ORDER BY coalesce(r.n, 0) + c.rank, c.key LIMIT ?",
-            (workflow, *_ACTIVE, WAKE_HEAD_START, workflow, now, free, quota, quota, free),
-        ).fetchall()
-        return [(key, iid) for key, iid in rows]
+        none beyond a tenant's quota of running instances (see ``_fair``)."""
+        return fair_candidates(conn, workflow, free, now, quota)
 
     def _claim_workflow(
         self, conn: sqlite3.Connection, workflow: str, limit: int, worker: str, now: float,

@@ -48,6 +48,7 @@ _SCHEMA = [
         UNIQUE (workflow, id))""",
     "CREATE INDEX IF NOT EXISTS instances_by_id ON instances (id)",
     "CREATE INDEX IF NOT EXISTS instances_schedule ON instances (workflow, status, sched)",
+    "CREATE INDEX IF NOT EXISTS instances_by_tenant ON instances (workflow, status, tenant, sched)",
     """CREATE TABLE IF NOT EXISTS steps (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, iid BIGINT NOT NULL,
         name TEXT NOT NULL, count INTEGER NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,
@@ -143,25 +144,6 @@ class PostgresStorage(SqliteStorage):
             return created
 
         return await self._pg.write(run)
-
-    def _fair_candidates(
-        self, conn: Any, workflow: str, free: int, now: float, quota: int | None,
-    ) -> list[tuple[float, int]]:
-        rows = conn.execute(
-            "WITH running AS (SELECT tenant, count(*) AS n FROM instances WHERE workflow = ? "
-            "AND status IN (?, ?) GROUP BY tenant), "
-            "candidates AS (SELECT iid, tenant, key, ROW_NUMBER() OVER (PARTITION BY tenant "
-            "ORDER BY key) AS rank FROM (SELECT iid, tenant, CASE WHEN status = 'queued' "
-            "THEN sched ELSE sched - ? END AS key FROM instances WHERE workflow = ? AND "
-            "(status = 'queued' OR (status = 'waiting' AND sched <= ?))) AS runnable) "
-            "SELECT c.key, c.iid FROM candidates c LEFT JOIN running r "
-            "ON r.tenant IS NOT DISTINCT FROM c.tenant "
-            "WHERE c.rank <= ? AND (CAST(? AS BIGINT) IS NULL OR "
-            "coalesce(r.n, 0) + c.rank <= CAST(? AS BIGINT)) "
-            "ORDER BY coalesce(r.n, 0) + c.rank, c.key LIMIT ?",
-            (workflow, *_ACTIVE, WAKE_HEAD_START, workflow, now, free, quota, quota, free),
-        ).fetchall()
-        return [(float(key), int(iid)) for key, iid in rows]
 
     def _claim_workflow(
         self, conn: Any, workflow: str, limit: int, worker: str, now: float,

@@ -88,6 +88,9 @@ class SqliteStorage(Scheduling):
         if version < 2:  # 2: open waits indexed, for the approval inbox
             conn.execute("CREATE INDEX IF NOT EXISTS steps_open_waits ON steps (event_type) "
                          "WHERE state = 'waiting'")
+        if version < 3:  # 3: each tenant's queue indexed, for fair claims
+            conn.execute("CREATE INDEX IF NOT EXISTS instances_by_tenant ON instances "
+                         "(workflow, status, tenant, sched)")
         if version < SCHEMA_VERSION:
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",

@@ -968,3 +968,28 @@ async def test_decide_approval_is_stale_after_an_upgrade(storage: Storage) -> No
     await storage.transition(row.iid, upgrade)
     assert await storage.decide_approval(row.iid, "approve", 1, decision(), "v1", True,
                                          T0 + 2) == "stale"
+
+
+# -- fair claims across tenants ----------------------------------------------------------------
+async def test_fair_claims_go_round_robin_across_tenants_oldest_first(storage: Storage) -> None:
+    await storage.create_instances(WF, [(f"a{n}", None) for n in range(50)], T0,
+                                   skip_existing=False, tenant="a")
+    await storage.create_instances(WF, [("b0", None), ("b1", None)], T0 + 1,
+                                   skip_existing=False, tenant="b")
+    await storage.create_instances(WF, [("c0", None)], T0 + 2, skip_existing=False,
+                                   tenant="c")
+    first = await storage.claim("w1", T0 + 3, L0, L0 + 30, {WF: 4}, {WF: None})
+    # one each (oldest tenant first), then the tenant with the fewest running again
+    assert ids(first) == ["a0", "b0", "c0", "a1"]
+    assert all(r.status == "running" for r in first)
+
+
+async def test_fair_claims_respect_each_tenants_quota(storage: Storage) -> None:
+    await storage.create_instances(WF, [(f"a{n}", None) for n in range(5)], T0,
+                                   skip_existing=False, tenant="a")
+    await storage.create_instances(WF, [(f"b{n}", None) for n in range(5)], T0 + 1,
+                                   skip_existing=False, tenant="b")
+    claimed = await storage.claim("w1", T0 + 2, L0, L0 + 30, {WF: 10}, {WF: 2})
+    assert ids(claimed) == ["a0", "b0", "a1", "b1"]
+    again = await storage.claim("w1", T0 + 3, L0, L0 + 30, {WF: 10}, {WF: 2})
+    assert again == []  # both tenants at their quota, slots left idle

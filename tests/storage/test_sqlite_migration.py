@@ -27,5 +27,5 @@ async def test_a_version_1_database_gains_the_open_waits_index(tmp_path: Path) -
         index = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
                              "name = 'steps_open_waits'").fetchone()
     conn.close()
-    assert int(version[0]) == SCHEMA_VERSION == 2
+    assert int(version[0]) == SCHEMA_VERSION == 3
     assert index is not None
