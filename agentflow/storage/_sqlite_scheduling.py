@@ -18,6 +18,15 @@ class Scheduling:
 
     _db: Connection
     _history: Callable[[int, Sequence[HistoryItem]], None]
+    # Appended to the claim's row reads; PostgreSQL skips rows other transactions hold.
+    _SKIP_LOCKED = ""
+
+    def _serialise(self, conn: Any, key: str) -> None:
+        """Units that take ``key`` run one at a time. SQLite writes one unit at a time
+        anyway; PostgreSQL takes a transaction-level advisory lock."""
+
+    def _lock_instance(self, conn: Any, iid: int) -> None:
+        """Hold the instance's row until the unit ends (PostgreSQL; SQLite has one writer)."""
 
     # -- scheduling -------------------------------------------------------------------------
     async def claim(
@@ -46,51 +55,52 @@ class Scheduling:
         self, conn: sqlite3.Connection, workflow: str, limit: int, worker: str, now: float,
         lease_now: float, lease_until: float, tenant_limits: dict[str, int | None],
     ) -> list[InstanceRow]:
+        # Claims of one workflow run one at a time (a no-op for SQLite's single writer), so
+        # the running count and the rows taken agree; rows another transaction holds are
+        # skipped (PostgreSQL).
+        self._serialise(conn, f"claim:{workflow}")
+        skip = self._SKIP_LOCKED
         # Instances of lost workers first: they count against the limit already.
         lost = conn.execute(
             "SELECT iid FROM instances WHERE workflow = ? AND status IN (?, ?) "
-            "AND lease_until < ? ORDER BY ready_at LIMIT ?",
+            f"AND lease_until < ? ORDER BY ready_at LIMIT ?{skip}",
             (workflow, *_ACTIVE, lease_now, limit),
         ).fetchall()
         (active,) = conn.execute(
             "SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?)",
             (workflow, *_ACTIVE),
         ).fetchone()
-        free = max(0, limit - active)
+        free = max(0, limit - int(active))
         ready: list[tuple[float, int]] = []
         if free and workflow in tenant_limits:
             ready = self._fair_candidates(conn, workflow, free, now, tenant_limits[workflow])
         elif free:
             # Two range scans of one index merged: queued by position, due sleepers by wake
             # time (a due sleeper is a woken instance: it gets the same head start).
-            ready = conn.execute(
-                "SELECT sched, iid FROM instances WHERE workflow = ? AND status = 'queued' "
-                "ORDER BY sched LIMIT ?",
+            ready = [(float(k), int(i)) for k, i in conn.execute(
+                f"SELECT sched, iid FROM instances WHERE workflow = ? AND status = 'queued' "
+                f"ORDER BY sched LIMIT ?{skip}",
                 (workflow, free),
             ).fetchall() + conn.execute(
                 "SELECT sched - ?, iid FROM instances WHERE workflow = ? "
-                "AND status = 'waiting' AND sched <= ? ORDER BY sched LIMIT ?",
+                f"AND status = 'waiting' AND sched <= ? ORDER BY sched LIMIT ?{skip}",
                 (WAKE_HEAD_START, workflow, now, free),
-            ).fetchall()
+            ).fetchall()]
             ready = sorted(ready)[:free]
-        iids = [r[0] for r in lost] + [r[1] for r in ready]  # fair order kept as chosen
+        iids = [int(r[0]) for r in lost] + [r[1] for r in ready]  # fair order kept as chosen
         if not iids:
             return []
-        conn.executemany(
-            "UPDATE instances SET status = CASE WHEN status = 'waiting_for_pause' "
-            "THEN status ELSE 'running' END, owner = ? || '#' || (runs + 1), "
-            "lease_until = ?, woken = 1, "
-            "wake_at = NULL, wait_types = NULL, runs = runs + 1, updated_at = ? WHERE iid = ?",
-            [(worker, lease_until, now, iid) for iid in iids],
-        )
         rows: list[InstanceRow] = []
         for start in range(0, len(iids), 500):  # stay under SQLite's parameter limit
             chunk = iids[start:start + 500]
             rows.extend(_instance(r) for r in conn.execute(
-                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE iid IN "
-                f"({','.join('?' * len(chunk))})",
-                chunk,
-            ))
+                "UPDATE instances SET status = CASE WHEN status = 'waiting_for_pause' "
+                "THEN status ELSE 'running' END, owner = ? || '#' || CAST(runs + 1 AS TEXT), "
+                "lease_until = ?, woken = 1, wake_at = NULL, wait_types = NULL, "
+                f"runs = runs + 1, updated_at = ? WHERE iid IN ({','.join('?' * len(chunk))}) "
+                f"RETURNING {_INSTANCE_COLUMNS}",
+                (worker, lease_until, now, *chunk),
+            ).fetchall())
         position = {iid: n for n, iid in enumerate(iids)}
         rows.sort(key=lambda row: position[row.iid])  # keep the queue's order
         for row in rows:

@@ -114,20 +114,20 @@ class SqliteStorage(Scheduling):
                         continue
                     raise DuplicateInstanceError(f"instance id {id!r} appears twice in the batch")
                 seen.add(id)
-                cur = conn.execute(
+                inserted = conn.execute(
                     "INSERT INTO instances (workflow, id, status, params, created_at, updated_at,"
                     " ready_at, tenant) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
+                    "ON CONFLICT DO NOTHING RETURNING iid",
                     (workflow, id, params, now, now, now, tenant),
-                )
-                if cur.rowcount == 0:
+                ).fetchone()
+                if inserted is None:
                     if skip_existing:
                         continue
                     raise DuplicateInstanceError(
                         f"an instance with id {id!r} already exists in workflow {workflow!r}; "
                         "choose another id, or use get(id) to reach the existing one"
                     )
-                iid = int(cur.lastrowid or 0)
+                iid = int(inserted[0])
                 self._history(iid, [HistoryItem("instance.queued", now)])
                 created.append(
                     InstanceRow(iid, workflow, id, "queued", params, now, now, tenant=tenant)
@@ -337,6 +337,7 @@ class SqliteStorage(Scheduling):
         self, tenant: str, name: str, sha256: str, source: str, now: float
     ) -> CodeRow:
         def run(conn: sqlite3.Connection) -> CodeRow:
+            self._serialise(conn, f"code:{tenant}/{name}")  # versions numbered one at a time
             row = conn.execute(
                 f"SELECT {_CODE_COLUMNS} FROM code WHERE tenant = ? AND name = ? AND sha256 = ?",
                 (tenant, name, sha256),
@@ -350,9 +351,9 @@ class SqliteStorage(Scheduling):
             conn.execute(
                 "INSERT INTO code (tenant, name, sha256, source, created_at, version) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (tenant, name, sha256, source, now, version),
+                (tenant, name, sha256, source, now, int(version)),
             )
-            return CodeRow(tenant, name, sha256, source, now, version)
+            return CodeRow(tenant, name, sha256, source, now, int(version))
 
         return await self._db.write(run)
 
@@ -386,11 +387,11 @@ class SqliteStorage(Scheduling):
 
     def _deliver(self, conn: sqlite3.Connection, iid: int, type: str, payload: str | None,
                  now: float) -> InboxEvent:
-        cur = conn.execute(
-            "INSERT INTO inbox (iid, type, payload, at) VALUES (?, ?, ?, ?)",
+        self._lock_instance(conn, iid)
+        (seq,) = conn.execute(
+            "INSERT INTO inbox (iid, type, payload, at) VALUES (?, ?, ?, ?) RETURNING seq",
             (iid, type, payload, now),
-        )
-        seq = int(cur.lastrowid or 0)
+        ).fetchone()
         row = conn.execute(
             "SELECT status, wait_types FROM instances WHERE iid = ?", (iid,)
         ).fetchone()
@@ -401,7 +402,7 @@ class SqliteStorage(Scheduling):
                 (now, now, iid),
             )
         self._history(iid, [HistoryItem("event.received", now, data={"type": type})])
-        return InboxEvent(seq, type, payload, now)
+        return InboxEvent(int(seq), type, payload, now)
 
     # -- approvals --------------------------------------------------------------------------
     async def pending_approvals(
@@ -420,6 +421,7 @@ class SqliteStorage(Scheduling):
         check_version: bool, now: float,
     ) -> str:
         def run(conn: sqlite3.Connection) -> str:
+            self._lock_instance(conn, iid)  # one decision at a time per instance
             return _approvals.decide(conn, iid, gate, count, payload, version, check_version,
                                      now, self._deliver, self._history)
 
