@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ._codec import encode
-from .errors import InvalidStateError, NotFoundError, PayloadError
+from .errors import InvalidArgumentError, InvalidStateError, NotFoundError, PayloadError
 from .records import StepEvent, _utc
 
 MAX_REQUEST_BYTES = 64 * 1024
@@ -146,8 +146,6 @@ async def decide(
     if not rows:
         await _explain_missing(engine, iid, instance_id, gate)
     if gate is None and len({r.gate for r in rows}) > 1:
-        from .errors import InvalidArgumentError
-
         names = ", ".join(sorted({repr(r.gate) for r in rows}))
         raise InvalidArgumentError(
             f"instance {instance_id!r} has several open approvals ({names}); name the gate"
@@ -211,6 +209,4 @@ async def _explain_missing(engine: Any, iid: int, instance_id: str, gate: str | 
 
 def _check_text(value: Any, what: str) -> None:
     if value is not None and (not isinstance(value, str) or len(value) > 10_000):
-        from .errors import InvalidArgumentError
-
         raise InvalidArgumentError(f"{what} must be a string of at most 10,000 characters")

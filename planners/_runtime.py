@@ -109,6 +109,8 @@ class AgentRuntime:
         meta = request.metadata.get("agent") or {}
         reuse_from = meta.get("reuse_from")
         plan_gate = meta.get("approve_plan")
+        scoped = self.mode == "in-process" and any(
+            t.needs_approval for t in self.tools.get(request.tenant_id, {}).values())
 
         async def run(event: af.Event, step: Any) -> Any:
             seeds = (await self.seeds(request.tenant_id, str(reuse_from))
@@ -118,7 +120,7 @@ class AgentRuntime:
                 if isinstance(plan_gate, dict):
                     # The engine's own step: approving the plan grants no gated tool call.
                     await approve_plan(step, plan_gate)
-                return await base(event, AgentStep(step, seeds))
+                return await base(event, AgentStep(step, seeds, scope_bodies=scoped))
             finally:
                 gates.end_run(token)
 

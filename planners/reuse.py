@@ -19,6 +19,7 @@ from typing import Any
 
 import agentflow as af
 import sandbox
+from agentflow.approvals import decision
 
 from . import gates
 
@@ -58,9 +59,13 @@ class AgentStep:
     """The ``step`` an agent's plan gets: the engine's step, plus reuse of an earlier run's
     finished steps and the approval bookkeeping for gated tools."""
 
-    def __init__(self, step: Any, seeds: Mapping[Key, Seed] | None = None) -> None:
+    def __init__(self, step: Any, seeds: Mapping[Key, Seed] | None = None, *,
+                 scope_bodies: bool = True) -> None:
         self._step = step
         self._seeds = dict(seeds or {})
+        # Bodies run in sandbox.step_scope only where a gated tool may read it: plans in this
+        # process (a sandbox process tags its tool calls itself).
+        self._scope_bodies = scope_bodies
         self._counter = _Counter()
         self.wants_inputs = bool(self._seeds)  # ask the sandbox for fingerprints
         journaled = getattr(step, "journaled", None)
@@ -77,7 +82,9 @@ class AgentStep:
             self.log(f"{REUSED_PREFIX}{name!r} #{count}: same name and inputs as in the "
                      "failed run")
             return await self._step.do(name, lambda: result, **options)
-        return await self._step.do(name, _in_scope(fn, (str(name), count)), **options)
+        if self._scope_bodies:
+            fn = _in_scope(fn, (str(name), count))
+        return await self._step.do(name, fn, **options)
 
     async def sleep(self, name: str, duration: Any) -> None:
         self._counter.next(name)
@@ -188,27 +195,26 @@ class DryStep:
         self._finished(name, "sleep")
 
     async def wait_for_event(self, name: str, *, type: str, timeout: Any = "24 hours") -> Any:
-        result = self._finished(name, "wait").result or {}
-        stamp = result.get("timestamp")
-        when = (datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, (int, float))
-                else datetime.now(UTC))
-        return af.StepEvent(str(result.get("type", type)), result.get("payload"), when)
+        return _event(self._finished(name, "wait"), type)
 
     async def wait_for_approval(self, name: str, **options: Any) -> Any:
-        info = self._finished(name, "wait")
-        payload = ((info.result or {}).get("payload") or {})
-        return af.Decision(approved=payload.get("approved") is True,
-                           reason="approved" if payload.get("approved") is True else "rejected",
-                           by=payload.get("by"), comment=payload.get("comment"),
-                           data=payload.get("data") if payload.get("edited") else
-                           options.get("data"), version=payload.get("version"),
-                           edited=payload.get("edited") is True)
+        event = _event(self._finished(name, "wait"), "approval")
+        return decision(event, {"data": options.get("data")})
 
     async def all(self, *awaitables: Awaitable[Any]) -> list[Any]:
         return list(await asyncio.gather(*awaitables))
 
     def log(self, text: str) -> None:
         pass
+
+
+def _event(info: af.StepInfo, type: str) -> af.StepEvent:
+    """The event a completed wait took, as its journal entry holds it."""
+    result = info.result or {}
+    stamp = result.get("timestamp")
+    when = (datetime.fromtimestamp(stamp, UTC) if isinstance(stamp, (int, float))
+            else datetime.now(UTC))
+    return af.StepEvent(str(result.get("type", type)), result.get("payload"), when)
 
 
 async def finished_steps(runner: Callable[[Any, Any], Awaitable[Any]], event: af.Event,

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from .. import errors
+from .. import approvals, errors
 from .._errors_journal import rebuild
-from ..approvals import Decision
 from ..errors import AgentflowError
 from ..records import ErrorInfo, Event, StepEvent, StepInfo
 from ..workflow import as_runner
@@ -131,27 +130,17 @@ class ReplayStep:
         entry = self._entry("wait", name)
         if entry.state == "errored":
             raise _rebuilt(entry.error or ErrorInfo("WorkflowTimeoutError", ""))
-        result = entry.result or {}
-        return StepEvent(str(result.get("type", type)), result.get("payload"),
-                         _when(result.get("timestamp")))
+        return _event(entry, type)
 
     async def wait_for_approval(self, name: str, *, prompt: str, data: Any = None,
                                 timeout: Any = "24 hours", on_timeout: str = "reject") -> Any:
         entry = self._entry("wait", name)
+        request = {"data": data}
         if entry.state == "errored":
             if on_timeout == "raise":
                 raise _rebuilt(entry.error or ErrorInfo("WorkflowTimeoutError", ""))
-            return Decision(approved=False, reason="timeout", data=data)
-        result = entry.result or {}
-        found = result.get("payload")
-        payload: dict[str, Any] = found if isinstance(found, dict) else {}
-        approved = payload.get("approved") is True
-        edited = payload.get("edited") is True
-        return Decision(approved=approved, reason="approved" if approved else "rejected",
-                        by=payload.get("by"), comment=payload.get("comment"),
-                        data=payload.get("data") if edited else data,
-                        at=_when(result.get("timestamp")), version=payload.get("version"),
-                        edited=edited)
+            return approvals.timed_out(request)
+        return approvals.decision(_event(entry, "approval"), request)
 
     async def all(self, *awaitables: Awaitable[Any]) -> list[Any]:
         return list(await asyncio.gather(*awaitables))
@@ -246,6 +235,13 @@ def _refuse(name: str) -> Callable[..., Any]:
     def call(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError(f"tool {name!r} was called during a replay: no step body runs")
     return call
+
+
+def _event(entry: StepInfo, type: str) -> StepEvent:
+    """The event a completed wait took, as its journal entry holds it."""
+    result = entry.result or {}
+    return StepEvent(str(result.get("type", type)), result.get("payload"),
+                     _when(result.get("timestamp")))
 
 
 def _rebuilt(error: ErrorInfo) -> Exception:
