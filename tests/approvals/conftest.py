@@ -8,7 +8,10 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 import agentflow as af
+from tests.conftest import wait_for
 
 DEFAULT_PROMPT = "Deploy the build to {target}?"
 
@@ -88,3 +91,16 @@ async def gate_named(instance: Any, gate: str, timeout: float = 5.0) -> Any:
 async def finished(instance: Any, timeout: float = 10.0) -> af.InstanceDetails:
     details: af.InstanceDetails = await instance.wait(timeout=timeout)
     return details
+
+
+@pytest.fixture
+def seen() -> list[af.Decision]:
+    """Every Decision the gated flow saw, in order."""
+    return []
+
+
+async def at_gate(binding: af.WorkflowBinding, id: str, **params: Any) -> af.Instance:
+    """Create an instance of the gated flow and wait until it waits at its gate."""
+    instance = await binding.create(id=id, params=params or None)
+    await wait_for(instance, "waiting")
+    return instance

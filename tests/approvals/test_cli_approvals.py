@@ -12,9 +12,8 @@ import pytest
 
 import agentflow as af
 from agentflow.dispatch import CodeRegistry, Loader, create_dynamic_workflow_entrypoint
-from tests.approvals.conftest import finished, gated_flow, open_gates
+from tests.approvals.conftest import at_gate, finished, gated_flow, open_gates
 from tests.approvals.test_dispatch_approvals import buying_plan
-from tests.conftest import wait_for
 from tests.dispatch._support import ToolLog, settle
 from tests.test_cli import cli
 
@@ -30,19 +29,8 @@ async def engine(db_url: str) -> AsyncIterator[af.Engine]:
 
 
 @pytest.fixture
-def seen() -> list[af.Decision]:
-    return []
-
-
-@pytest.fixture
 def gates(engine: af.Engine, seen: list[af.Decision]) -> af.WorkflowBinding:
     return engine.register(WORKFLOW, gated_flow(seen))
-
-
-async def at_gate(binding: af.WorkflowBinding, id: str, **params: object) -> af.Instance:
-    instance = await binding.create(id=id, params=params or None)
-    await wait_for(instance, "waiting")
-    return instance
 
 
 async def test_list_then_approve_from_another_process(

@@ -10,26 +10,15 @@ from typing import Any
 import pytest
 
 import agentflow as af
-from tests.approvals.conftest import at, finished, gate_named, gated_flow, open_gates
+from tests.approvals.conftest import at, at_gate, finished, gate_named, gated_flow, open_gates
 from tests.conftest import drive, wait_for
 
 WORKFLOW = "deploys"
 
 
 @pytest.fixture
-def seen() -> list[af.Decision]:
-    return []
-
-
-@pytest.fixture
 def deploys(engine: af.Engine, seen: list[af.Decision]) -> af.WorkflowBinding:
     return engine.register(WORKFLOW, gated_flow(seen))
-
-
-async def at_gate(binding: af.WorkflowBinding, id: str, **params: Any) -> af.Instance:
-    instance = await binding.create(id=id, params=params or None)
-    await wait_for(instance, "waiting")
-    return instance
 
 
 async def asked_again(instance: af.Instance, timeout: float = 5.0) -> None:

@@ -15,9 +15,8 @@ from agentflow.dispatch import (
     wrap_workflow_binding,
 )
 from planners import PLAN_GATE, Agent, LLMPlanner, ScriptedChatModel
-from tests.approvals.conftest import finished, gated_flow, open_gates
+from tests.approvals.conftest import at_gate, finished, gated_flow, open_gates
 from tests.approvals.test_dispatch_approvals import buying_plan
-from tests.conftest import wait_for
 
 pytest.importorskip("ipywidgets")
 from agentflow.notebook import ApprovalCard, ApprovalInbox
@@ -26,19 +25,8 @@ WORKFLOW = "nb-gates"
 
 
 @pytest.fixture
-def seen() -> list[af.Decision]:
-    return []
-
-
-@pytest.fixture
 def gates(engine: af.Engine, seen: list[af.Decision]) -> af.WorkflowBinding:
     return engine.register(WORKFLOW, gated_flow(seen))
-
-
-async def at_gate(binding: af.WorkflowBinding, id: str, **params: object) -> af.Instance:
-    instance = await binding.create(id=id, params=params or None)
-    await wait_for(instance, "waiting")
-    return instance
 
 
 def texts(card: ApprovalCard) -> str:
