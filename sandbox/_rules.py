@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ast
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .report import Diagnostic
 
@@ -54,13 +55,15 @@ class TooDeep(Exception):
 
 def check(tree: ast.Module, *, allowed_imports: frozenset[str],
           tools: frozenset[str] | None, max_depth: int) -> list[Diagnostic]:
-    """Every rule, in two iterative walks of the tree (so that a deep tree cannot exhaust the
+    """Every rule, in one iterative walk of the tree (so that a deep tree cannot exhaust the
     stack here); raises :class:`TooDeep` past ``max_depth``."""
     ctx = _Context(tools=tools)
     found = _check_run(tree, ctx)
     found += _check_module_level(tree)
-    found += _survey(tree, allowed_imports, ctx, max_depth)
-    found += list(_check_bodies(tree, ctx))
+    walk = _Walk(ctx, allowed_imports, max_depth)
+    walk.run(tree)
+    found += walk.found
+    found += walk.scope_dependent()
     return sorted(found, key=lambda d: (d.line, d.column, d.code))
 
 
@@ -69,47 +72,75 @@ def _diag(node: ast.AST, code: str, message: str, hint: str) -> Diagnostic:
                       message, hint)
 
 
-# -- the first walk: depth, imports, step bodies ---------------------------------------------
-def _survey(
-    tree: ast.Module, allowed: frozenset[str], ctx: _Context, max_depth: int
-) -> list[Diagnostic]:
-    found: list[Diagnostic] = []
-    allowed_list = ", ".join(sorted(allowed))
-    stack: list[tuple[ast.AST, int]] = [(tree, 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > max_depth:
-            raise TooDeep(_diag(
-                node, "too-deep", f"the plan nests more than {max_depth} levels deep",
-                "flatten deeply nested expressions and blocks into several statements",
-            ))
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
-        if _step_call(node, ctx) == "do":
-            assert isinstance(node, ast.Call)
-            body = _body_argument(node)
-            if isinstance(body, ast.Name):
-                ctx.body_functions.add(body.id)
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                root = alias.name.split(".")[0]
-                if alias.name not in allowed:
-                    found.append(_diag(
-                        node, "import-not-allowed", f"import of {alias.name!r} is not allowed",
-                        f"plans may import only: {allowed_list}; reach anything else through "
-                        "the granted tools (tools.<name>(...)) inside a step.do body",
-                    ))
-                ctx.imported[alias.asname or root] = (alias.name, None)
-        elif isinstance(node, ast.ImportFrom):
-            module = node.module or ""
-            if node.level or module not in allowed:
-                found.append(_diag(
-                    node, "import-not-allowed", f"import from {module or '.'!r} is not allowed",
-                    f"plans may import only: {allowed_list}",
-                ))
-            for alias in node.names:
-                ctx.imported[alias.asname or alias.name] = (module, alias.name)
-    return found
+# Nodes with no children that no rule looks at (contexts and operators): the walk skips them,
+# which is a third of a typical tree.
+_LEAVES = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop)
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
+# Where a node sits: None at module level, else (enclosing scope, function name or None,
+# whether it is a step.do body argument). Whether a scope runs inside a step is decided after
+# the walk, when every function passed to step.do by name is known.
+_Scope = tuple[Any, str | None, bool] | None
+
+
+class _Walk:
+    """The one pass over the tree: depth, imports, step bodies, and the rules of each node.
+    Rules that depend on whether a node runs inside a step body are kept for the end."""
+
+    def __init__(self, ctx: _Context, allowed: frozenset[str], max_depth: int) -> None:
+        self.ctx = ctx
+        self.allowed = allowed
+        self.max_depth = max_depth
+        self.found: list[Diagnostic] = []
+        self.tool_uses: list[tuple[_Scope, ast.Name]] = []
+        self.calls: list[tuple[_Scope, ast.Call]] = []
+
+    def run(self, tree: ast.Module) -> None:
+        stack: list[tuple[ast.AST, int, _Scope]] = [(tree, 0, None)]
+        pop, push = stack.pop, stack.append
+        while stack:
+            node, depth, scope = pop()
+            if depth > self.max_depth:
+                raise TooDeep(_diag(
+                    node, "too-deep", f"the plan nests more than {self.max_depth} levels deep",
+                    "flatten deeply nested expressions and blocks into several statements",
+                ))
+            kind = type(node)
+            rule = _RULES.get(kind)
+            body = rule(self, node, scope) if rule is not None else None
+            if kind in _FUNCTIONS:
+                scope = (scope, node.name, False)  # type: ignore[attr-defined]
+            depth += 1
+            if body is not None:  # a step.do call: its body argument runs inside the step
+                assert isinstance(node, ast.Call)
+                for part in _call_parts(node):
+                    push((part, depth, (scope, None, True) if part is body else scope))
+                continue
+            for name in node._fields:
+                value = getattr(node, name, None)
+                if type(value) is list:
+                    for item in value:
+                        if isinstance(item, ast.AST) and not isinstance(item, _LEAVES):
+                            push((item, depth, scope))
+                elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
+                    push((value, depth, scope))
+
+    def scope_dependent(self) -> list[Diagnostic]:
+        found = [_tool_outside_step(name) for scope, name in self.tool_uses
+                 if not self._in_step(scope)]
+        for scope, call in self.calls:
+            if not self._in_step(scope):
+                found += _nondeterminism_rule(call, self.ctx)
+        return found
+
+    def _in_step(self, scope: _Scope) -> bool:
+        bodies = self.ctx.body_functions
+        while scope is not None:
+            parent, name, is_body = scope
+            if is_body or name in bodies:
+                return True
+            scope = parent
+        return False
 
 
 # -- the entry point -------------------------------------------------------------------------
@@ -193,7 +224,7 @@ def _first_call(node: ast.AST) -> ast.AST | None:
     return None
 
 
-# -- step bodies, tools, nondeterminism, names -----------------------------------------------
+# -- the rules of single nodes ----------------------------------------------------------------
 def _step_call(node: ast.AST, ctx: _Context) -> str | None:
     """The step method a call invokes (``step.do(...)`` -> 'do'), if it is one."""
     if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
@@ -208,66 +239,88 @@ def _body_argument(call: ast.Call) -> ast.expr | None:
     return next((k.value for k in call.keywords if k.arg == "fn"), None)
 
 
-def _check_bodies(tree: ast.Module, ctx: _Context) -> Iterator[Diagnostic]:
-    """Walk the tree knowing, at each node, whether it runs inside a step.do body."""
-    stack: list[tuple[ast.AST, bool]] = [(tree, False)]
-    while stack:
-        node, in_step = stack.pop()
-        yield from _check_node(node, in_step, ctx)
-        for child, child_in_step in _children(node, in_step, ctx):
-            stack.append((child, child_in_step))
-
-
-def _children(node: ast.AST, in_step: bool, ctx: _Context) -> Iterable[tuple[ast.AST, bool]]:
-    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        inside = in_step or node.name in ctx.body_functions
-        return [(child, inside) for child in ast.iter_child_nodes(node)]
-    if _step_call(node, ctx) == "do":
-        assert isinstance(node, ast.Call)
-        body = _body_argument(node)
-        return [(child, in_step or child is body) for child in _call_parts(node)]
-    return [(child, in_step) for child in ast.iter_child_nodes(node)]
-
-
 def _call_parts(call: ast.Call) -> list[ast.AST]:
     return [call.func, *call.args, *(k.value for k in call.keywords)]
 
 
-def _check_node(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagnostic]:
-    for check_one in _CHECKS_BY_TYPE.get(type(node), ()):
-        yield from check_one(node, in_step, ctx)
+def _name_rule(walk: _Walk, node: ast.Name, scope: _Scope) -> None:
+    if node.id == "tools":
+        walk.tool_uses.append((scope, node))
+    elif node.id in FORBIDDEN_BUILTINS:
+        walk.found.append(_diag(
+            node, "forbidden-name", f"{node.id!r} is not available in plans",
+            "plans reach the outside world only through step calls and the granted "
+            "tools; catch errors with 'except Exception'"))
 
 
-def _tools_rule(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagnostic]:
-    if not (isinstance(node, ast.Name) and node.id == "tools"):
-        return
-    if not in_step:
-        yield _diag(
-            node, "tool-outside-step", "tools are used outside a step.do body",
-            "wrap the tool call in a step so its result is journaled, e.g. "
-            "await step.do('fetch page', lambda: tools.fetch(url))",
-        )
+def _tool_outside_step(node: ast.Name) -> Diagnostic:
+    return _diag(
+        node, "tool-outside-step", "tools are used outside a step.do body",
+        "wrap the tool call in a step so its result is journaled, e.g. "
+        "await step.do('fetch page', lambda: tools.fetch(url))",
+    )
 
 
-def _unknown_tool_rule(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagnostic]:
-    if (ctx.tools is not None and isinstance(node, ast.Attribute)
-            and isinstance(node.value, ast.Name) and node.value.id == "tools"
-            and node.attr not in ctx.tools):
-        granted = ", ".join(sorted(ctx.tools)) or "none"
-        yield _diag(node, "unknown-tool", f"no tool named {node.attr!r} is granted",
-                    f"use one of the granted tools: {granted}")
+def _attribute_rule(walk: _Walk, node: ast.Attribute, scope: _Scope) -> None:
+    tools = walk.ctx.tools
+    if (tools is not None and isinstance(node.value, ast.Name) and node.value.id == "tools"
+            and node.attr not in tools):
+        granted = ", ".join(sorted(tools)) or "none"
+        walk.found.append(_diag(node, "unknown-tool", f"no tool named {node.attr!r} is granted",
+                                f"use one of the granted tools: {granted}"))
 
 
-def _nondeterminism_rule(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagnostic]:
-    if in_step or not isinstance(node, ast.Call):
-        return
+def _call_rule(walk: _Walk, node: ast.Call, scope: _Scope) -> ast.expr | None:
+    """Records the call for the nondeterminism rule; checks step names; returns the body
+    argument of a ``step.do`` call (whose name, when it is one, marks a body function)."""
+    walk.calls.append((scope, node))
+    method = _step_call(node, walk.ctx)
+    if method in STEP_METHODS_WITH_NAME:
+        walk.found += _step_name_rule(node, method)
+    if method != "do":
+        return None
+    body = _body_argument(node)
+    if isinstance(body, ast.Name):
+        walk.ctx.body_functions.add(body.id)
+    return body
+
+
+def _import_rule(walk: _Walk, node: ast.Import, scope: _Scope) -> None:
+    for alias in node.names:
+        root = alias.name.split(".")[0]
+        if alias.name not in walk.allowed:
+            walk.found.append(_diag(
+                node, "import-not-allowed", f"import of {alias.name!r} is not allowed",
+                f"plans may import only: {_listed(walk.allowed)}; reach anything else through "
+                "the granted tools (tools.<name>(...)) inside a step.do body",
+            ))
+        walk.ctx.imported[alias.asname or root] = (alias.name, None)
+
+
+def _import_from_rule(walk: _Walk, node: ast.ImportFrom, scope: _Scope) -> None:
+    module = node.module or ""
+    if node.level or module not in walk.allowed:
+        walk.found.append(_diag(
+            node, "import-not-allowed", f"import from {module or '.'!r} is not allowed",
+            f"plans may import only: {_listed(walk.allowed)}",
+        ))
+    for alias in node.names:
+        walk.ctx.imported[alias.asname or alias.name] = (module, alias.name)
+
+
+def _listed(allowed: frozenset[str]) -> str:
+    return ", ".join(sorted(allowed))
+
+
+def _nondeterminism_rule(node: ast.Call, ctx: _Context) -> list[Diagnostic]:
     what = _nondeterministic(node.func, ctx)
-    if what is not None:
-        yield _diag(
-            node, "nondeterministic-outside-step", f"{what} is nondeterministic outside a step",
-            f"compute it inside a step so replays see the same value, e.g. "
-            f"value = await step.do('pick value', lambda: {what}(...))",
-        )
+    if what is None:
+        return []
+    return [_diag(
+        node, "nondeterministic-outside-step", f"{what} is nondeterministic outside a step",
+        f"compute it inside a step so replays see the same value, e.g. "
+        f"value = await step.do('pick value', lambda: {what}(...))",
+    )]
 
 
 def _nondeterministic(func: ast.expr, ctx: _Context) -> str | None:
@@ -304,55 +357,50 @@ def _dotted(node: ast.expr) -> list[str] | None:
     return [node.id, *reversed(parts)]
 
 
-def _step_name_rule(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagnostic]:
-    method = _step_call(node, ctx)
-    if method not in STEP_METHODS_WITH_NAME:
-        return
-    assert isinstance(node, ast.Call)
+def _step_name_rule(node: ast.Call, method: str) -> list[Diagnostic]:
     name = node.args[0] if node.args else next(
         (k.value for k in node.keywords if k.arg == "name"), None
     )
     if name is None:
-        yield _diag(node, "step-name-not-string", f"step.{method} has no step name",
-                    f"give it a fixed, descriptive name: step.{method}('fetch user', ...)")
-    elif isinstance(name, ast.Constant) and not isinstance(name.value, str):
-        yield _diag(name, "step-name-not-string",
-                    f"step name {name.value!r} is not a string",
-                    "step names are strings; write the name in quotes, e.g. 'step 1'")
-    elif isinstance(name, (ast.List, ast.Dict, ast.Set, ast.Tuple, ast.Lambda)):
-        yield _diag(name, "step-name-not-string", "the step name is not a string",
-                    "step names are strings; write the name in quotes")
+        return [_diag(node, "step-name-not-string", f"step.{method} has no step name",
+                      f"give it a fixed, descriptive name: step.{method}('fetch user', ...)")]
+    if isinstance(name, ast.Constant) and not isinstance(name.value, str):
+        return [_diag(name, "step-name-not-string",
+                      f"step name {name.value!r} is not a string",
+                      "step names are strings; write the name in quotes, e.g. 'step 1'")]
+    if isinstance(name, (ast.List, ast.Dict, ast.Set, ast.Tuple, ast.Lambda)):
+        return [_diag(name, "step-name-not-string", "the step name is not a string",
+                      "step names are strings; write the name in quotes")]
+    return []
 
 
-def _forbidden_name_rule(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagnostic]:
-    if isinstance(node, ast.Name) and node.id in FORBIDDEN_BUILTINS:
-        yield _diag(node, "forbidden-name", f"{node.id!r} is not available in plans",
-                    "plans reach the outside world only through step calls and the granted "
-                    "tools; catch errors with 'except Exception'")
+def _except_handler_rule(walk: _Walk, node: ast.ExceptHandler, scope: _Scope) -> None:
+    if node.type is None:
+        walk.found.append(_diag(
+            node, "bare-except", "a bare 'except:' would also catch the engine's control flow",
+            "write 'except Exception:' (or a narrower exception)"))
 
 
-def _except_rule(node: ast.AST, in_step: bool, ctx: _Context) -> Iterator[Diagnostic]:
-    if isinstance(node, ast.ExceptHandler) and node.type is None:
-        yield _diag(node, "bare-except", "a bare 'except:' would also catch the engine's "
-                    "control flow", "write 'except Exception:' (or a narrower exception)")
-    if isinstance(node, ast.Try):
-        for statement in node.finalbody:
-            for inner in ast.walk(statement):
-                if isinstance(inner, (ast.Return, ast.Break, ast.Continue)):
-                    yield _diag(
-                        inner, "finally-exit",
-                        f"'{type(inner).__name__.lower()}' inside 'finally' would swallow the "
-                        "engine's control flow",
-                        "move the return/break/continue out of the finally block",
-                    )
+def _try_rule(walk: _Walk, node: ast.Try | ast.TryStar, scope: _Scope) -> None:
+    for statement in node.finalbody:
+        for inner in ast.walk(statement):
+            if isinstance(inner, (ast.Return, ast.Break, ast.Continue)):
+                walk.found.append(_diag(
+                    inner, "finally-exit",
+                    f"'{type(inner).__name__.lower()}' inside 'finally' would swallow the "
+                    "engine's control flow",
+                    "move the return/break/continue out of the finally block",
+                ))
 
 
-_Rule = Callable[[ast.AST, bool, _Context], Iterator[Diagnostic]]
 # Each rule looks at one kind of node; dispatching on the type keeps the walk cheap.
-_CHECKS_BY_TYPE: dict[type[ast.AST], tuple[_Rule, ...]] = {
-    ast.Name: (_tools_rule, _forbidden_name_rule),
-    ast.Attribute: (_unknown_tool_rule,),
-    ast.Call: (_nondeterminism_rule, _step_name_rule),
-    ast.ExceptHandler: (_except_rule,),
-    ast.Try: (_except_rule,),
+_RULES: dict[type[ast.AST], Callable[[_Walk, Any, _Scope], ast.expr | None]] = {
+    ast.Name: _name_rule,
+    ast.Attribute: _attribute_rule,
+    ast.Call: _call_rule,
+    ast.Import: _import_rule,
+    ast.ImportFrom: _import_from_rule,
+    ast.ExceptHandler: _except_handler_rule,
+    ast.Try: _try_rule,
+    ast.TryStar: _try_rule,
 }

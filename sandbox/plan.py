@@ -122,6 +122,12 @@ def _compile(source: str, tools: frozenset[str] | None,
     report, restricted = analyse(source, tools=tools, allowed_imports=allowed)
     if restricted is None:
         raise PlanRejected(report)
-    ast.fix_missing_locations(restricted)
-    code = compile(restricted, filename="<plan>", mode="exec")
+    try:
+        code = compile(restricted, filename="<plan>", mode="exec")
+    except (TypeError, ValueError):
+        # The policy places the nodes it creates where the code they replace was; a node it
+        # left without a position gets its parent's (a full pass costs a tenth of a compile,
+        # so it is only paid when needed).
+        ast.fix_missing_locations(restricted)
+        code = compile(restricted, filename="<plan>", mode="exec")
     return CompiledPlan(source, report.sha256, report, code, allowed)
