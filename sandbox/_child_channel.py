@@ -11,6 +11,8 @@ import time
 from typing import Any
 
 _HEADER = struct.Struct(">I")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once: see _wire
+_DECODER = json.JSONDecoder()
 
 
 # -- blocking message I/O -------------------------------------------------------------------
@@ -25,20 +27,37 @@ class Channel:
         os.set_blocking(read_fd, False)
         self._buffer = bytearray()
         self._write_fd = write_fd
+        self._held = b""
         self.backlog: list[dict[str, Any]] = []
         # Every message carries the run it belongs to, so that the host drops anything a
         # finished run might still try to say (see Scheduler.resume).
         self.run: int | None = None
 
-    def send(self, message: dict[str, Any]) -> None:
+    def send(self, message: dict[str, Any], *, hold: bool = False) -> None:
+        """Write ``message``; with ``hold``, keep it until the next send or receive, so that
+        a step and the result of its body (run right after) reach the host in one write:
+        one wake-up of the host instead of two."""
         if "run" not in message:
             message = {**message, "run": self.run}
-        body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
-        data = _HEADER.pack(len(body)) + body
+        body = _ENCODER.encode(message).encode()
+        data = self._held + _HEADER.pack(len(body)) + body
+        self._held = b""
+        if hold:
+            self._held = data
+            return
+        self._write(data)
+
+    def flush(self) -> None:
+        if self._held:
+            data, self._held = self._held, b""
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
         while data:
             data = data[os.write(self._write_fd, data):]
 
     def receive(self) -> dict[str, Any]:
+        self.flush()
         if self.backlog:
             return self.backlog.pop(0)
         return self.receive_fresh()
@@ -53,15 +72,16 @@ class Channel:
             self.backlog.append(message)
 
     def receive_fresh(self) -> dict[str, Any]:
+        self.flush()
         spin_until = time.perf_counter() + SPIN_SECONDS
         buffer = self._buffer
         while True:
             if len(buffer) >= _HEADER.size:
                 (size,) = _HEADER.unpack_from(buffer)
                 if len(buffer) >= _HEADER.size + size:
-                    body = bytes(buffer[_HEADER.size:_HEADER.size + size])
+                    body = buffer[_HEADER.size:_HEADER.size + size].decode()
                     del buffer[:_HEADER.size + size]
-                    message: dict[str, Any] = json.loads(body)
+                    message: dict[str, Any] = _DECODER.decode(body)
                     return message
             try:
                 chunk = os.read(self._read_fd, 1 << 16)

@@ -70,7 +70,7 @@ class StepProxy:
         scheduler = self._scheduler
         call = scheduler.new_call()
         try:
-            scheduler.channel.send({**message, "call": call, "speculative": True})
+            scheduler.channel.send({**message, "call": call, "speculative": True}, hold=True)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"step arguments must be plain data: {exc}") from None
         step = scheduler.body_steps.get(body)

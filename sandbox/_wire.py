@@ -12,6 +12,10 @@ from typing import Any
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 _HEADER = struct.Struct(">I")
+# Built once: json.dumps with options builds a new encoder on every call, a third of the cost
+# of encoding a step's small message.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)
+_DECODER = json.JSONDecoder()
 
 
 class WireError(Exception):
@@ -20,7 +24,7 @@ class WireError(Exception):
 
 def encode(message: dict[str, Any]) -> bytes:
     try:
-        body = json.dumps(message, separators=(",", ":"), allow_nan=False).encode()
+        body = _ENCODER.encode(message).encode()
     except RecursionError:
         raise WireError("the message nests too deeply to send") from None
     if len(body) > MAX_MESSAGE_BYTES:
@@ -28,14 +32,42 @@ def encode(message: dict[str, Any]) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-async def read(reader: asyncio.StreamReader) -> dict[str, Any]:
-    header = await reader.readexactly(_HEADER.size)
-    (size,) = _HEADER.unpack(header)
-    if size > MAX_MESSAGE_BYTES:
-        raise WireError(f"peer announced a {size}-byte message")
-    body = await reader.readexactly(size)
+class Reader:
+    """Messages from a byte stream: every complete message already received is returned
+    without waiting (a step and its body's result usually arrive in one chunk)."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+
+    async def read(self) -> dict[str, Any]:
+        while True:
+            message = self._take()
+            if message is not None:
+                return message
+            chunk = await self._stream.read(1 << 16)
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(self._buffer), None)
+            self._buffer += chunk
+
+    def _take(self) -> dict[str, Any] | None:
+        buffer = self._buffer
+        if len(buffer) < _HEADER.size:
+            return None
+        (size,) = _HEADER.unpack_from(buffer)
+        if size > MAX_MESSAGE_BYTES:
+            raise WireError(f"peer announced a {size}-byte message")
+        end = _HEADER.size + size
+        if len(buffer) < end:
+            return None
+        body = bytes(buffer[_HEADER.size:end])
+        del buffer[:end]
+        return decode(body)
+
+
+def decode(body: bytes) -> dict[str, Any]:
     try:
-        message = json.loads(body)
+        message = _DECODER.decode(body.decode())
     except ValueError as exc:
         raise WireError(f"peer sent malformed JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
