@@ -27,37 +27,29 @@ class Channel:
         os.set_blocking(read_fd, False)
         self._buffer = bytearray()
         self._write_fd = write_fd
-        self._held = b""
         self.backlog: list[dict[str, Any]] = []
         # Every message carries the run it belongs to, so that the host drops anything a
         # finished run might still try to say (see Scheduler.resume).
         self.run: int | None = None
 
-    def send(self, message: dict[str, Any], *, hold: bool = False) -> None:
-        """Write ``message``; with ``hold``, keep it until the next send or receive, so that
-        a step and the result of its body (run right after) reach the host in one write:
-        one wake-up of the host instead of two."""
+    def send(self, message: dict[str, Any]) -> None:
+        self.send_text(self.encode(message))
+
+    def encode(self, message: dict[str, Any]) -> str:
+        """The message as JSON text, tagged with the current run."""
         if "run" not in message:
             message = {**message, "run": self.run}
-        body = _ENCODER.encode(message).encode()
-        data = self._held + _HEADER.pack(len(body)) + body
-        self._held = b""
-        if hold:
-            self._held = data
-            return
-        self._write(data)
+        return _ENCODER.encode(message)
 
-    def flush(self) -> None:
-        if self._held:
-            data, self._held = self._held, b""
-            self._write(data)
+    def send_text(self, text: str) -> None:
+        body = text.encode()
+        self._write(_HEADER.pack(len(body)) + body)
 
     def _write(self, data: bytes) -> None:
         while data:
             data = data[os.write(self._write_fd, data):]
 
     def receive(self) -> dict[str, Any]:
-        self.flush()
         if self.backlog:
             return self.backlog.pop(0)
         return self.receive_fresh()
@@ -72,7 +64,6 @@ class Channel:
             self.backlog.append(message)
 
     def receive_fresh(self) -> dict[str, Any]:
-        self.flush()
         spin_until = time.perf_counter() + SPIN_SECONDS
         buffer = self._buffer
         while True:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ._child_channel import Channel, error_from, error_info
+from ._child_channel import _ENCODER, Channel, error_from, error_info
 from ._child_scheduler import Gather, Park, Request, Scheduler, Tagged
 from .fingerprint import inputs_fingerprint
 
@@ -67,26 +67,32 @@ class StepProxy:
 
     async def _speculate(self, message: dict[str, Any], fn: Callable[[], Any],
                          body: int) -> Any:
+        """Run a new step's body at once and send the step with the body's outcome in one
+        message (the host journals it without asking for the body)."""
         scheduler = self._scheduler
         call = scheduler.new_call()
-        try:
-            scheduler.channel.send({**message, "call": call, "speculative": True}, hold=True)
+        try:  # the step's own arguments are checked before its body runs
+            announced = scheduler.channel.encode({**message, "call": call, "speculative": True})
         except (TypeError, ValueError) as exc:
             raise TypeError(f"step arguments must be plain data: {exc}") from None
         step = scheduler.body_steps.get(body)
         try:
-            with scheduler.running(step):
+            previous, scheduler.active_step = scheduler.active_step, step
+            try:  # (a context manager here costs a tenth of the step)
                 result = fn()
+            finally:
+                scheduler.active_step = previous
             if hasattr(result, "__await__"):
                 result = await Tagged(result, step, scheduler)
             outcome: dict[str, Any] = {"value": result}
         except Exception as exc:
             outcome = {"error": error_info(exc)}
         try:
-            scheduler.channel.send({"op": "body_result", "body": body, **outcome})
+            encoded = _ENCODER.encode(outcome)
         except (TypeError, ValueError) as exc:  # a live object: only data crosses
-            scheduler.channel.send({"op": "body_result", "body": body,
-                                    "error": {"name": "TypeError", "message": str(exc)}})
+            encoded = _ENCODER.encode({"error": {"name": "TypeError", "message": str(exc)}})
+        # The announced step is a JSON object: the outcome goes in as its last field.
+        scheduler.channel.send_text(f'{announced[:-1]},"outcome":{encoded}}}')
         return await Park(call)
 
     async def sleep(self, name: Any, duration: Any) -> Any:

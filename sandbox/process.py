@@ -373,8 +373,12 @@ class _Session:
             if future is not None and not future.done():
                 future.set_result(message)
         elif op in ("step", "tool"):
-            if message.get("speculative"):  # its body result may come before the task runs
-                self.speculative[int(message["body"])] = asyncio.get_running_loop().create_future()
+            if message.get("speculative"):  # the child ran the body's first attempt
+                future = asyncio.get_running_loop().create_future()
+                self.speculative[int(message["body"])] = future
+                outcome = message.get("outcome")
+                if isinstance(outcome, dict):
+                    future.set_result(outcome)
             task = asyncio.create_task(
                 self._step(message) if op == "step" else self._tool(message)
             )
