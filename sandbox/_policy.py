@@ -58,9 +58,12 @@ def _place(new_node: Any, old_node: Any) -> None:
     while pending:
         node = pending.pop()
         node.lineno, node.col_offset, node.end_lineno, node.end_col_offset = position
-        for child in ast.iter_child_nodes(node):
-            if "lineno" in child._attributes and getattr(child, "lineno", None) is None:
-                pending.append(child)
+        for field in node._fields:
+            value = getattr(node, field, None)
+            for child in value if type(value) is list else (value,):
+                if (isinstance(child, ast.AST) and "lineno" in child._attributes
+                        and getattr(child, "lineno", None) is None):
+                    pending.append(child)
 
 
 def _with_place(function: Any) -> Any:
@@ -134,7 +137,7 @@ class PlanPolicy(_PlacingTransformer):
             else visitor
 
     def node_contents_visit(self, node: Any) -> Any:
-        visit = self.visit
+        visit, visitors = self.visit, self._visitors
         for field in node._fields:
             try:
                 old = getattr(node, field)
@@ -143,6 +146,8 @@ class PlanPolicy(_PlacingTransformer):
             if type(old) is list:
                 _visit_list(visit, old)
             elif isinstance(old, ast.AST):
+                if visitors.get(type(old), visit) is None:
+                    continue  # a context or operator that passes unchanged
                 new = visit(old)
                 if new is None:
                     delattr(node, field)
