@@ -5,6 +5,7 @@ from __future__ import annotations
 import builtins as _builtins
 import collections
 import collections.abc
+import functools
 import json
 import operator
 from collections.abc import Callable, Mapping
@@ -117,19 +118,19 @@ class PrintLog:
             self._sink(text)
 
 
-def _print_factory(log: PrintLog) -> Callable[[Any], Any]:
-    class _Printer:
-        def __init__(self, _getattr: Any = None) -> None:
-            pass
+class _Printer:
+    """What RestrictedPython's ``print`` calls: ``_print_(_getattr_)._call_print(...)``."""
 
-        def _call_print(self, *objects: Any, sep: str = " ", end: str = "\n",
-                        **_: Any) -> None:
-            log.write(str(sep).join(str(o) for o in objects) + str(end))
+    __slots__ = ("_log",)
 
-        def __call__(self) -> str:
-            return ""
+    def __init__(self, log: PrintLog, _getattr: Any = None) -> None:
+        self._log = log
 
-    return _Printer
+    def _call_print(self, *objects: Any, sep: str = " ", end: str = "\n", **_: Any) -> None:
+        self._log.write(str(sep).join(str(o) for o in objects) + str(end))
+
+    def __call__(self) -> str:
+        return ""
 
 
 def _plain(value: Any) -> Any:
@@ -211,18 +212,32 @@ def _sanitized(exc: Exception) -> Exception:
     return clean
 
 
-def plan_globals(
-    *, tools: Mapping[str, Callable[..., Any]], allowed_imports: frozenset[str],
-    print_sink: Callable[[str], None] | None, print_limit: int | None = MAX_PRINT_BYTES,
-) -> dict[str, Any]:
+def _base_builtins() -> dict[str, Any]:
     builtins: dict[str, Any] = dict(_FUNCTIONS)
     builtins.update({name: getattr(_builtins, name) for name in _EXCEPTIONS.split()})
-    builtins["__import__"] = importer(allowed_imports)
     builtins["NonRetryableError"] = NonRetryableError
     # What a timed-out wait or step raises, by the name the step API documents; any
     # TimeoutError matches (the host's WorkflowTimeoutError is one).
     builtins["WorkflowTimeoutError"] = TimeoutError
-    log = PrintLog(print_sink, print_limit)
+    return builtins
+
+
+_BASE_BUILTINS = _base_builtins()  # copied for every run: a plan never sees another's
+
+
+@functools.lru_cache(maxsize=64)
+def _importer(allowed_imports: frozenset[str]) -> Any:
+    return importer(allowed_imports)  # holds no state: one per set of allowed imports
+
+
+def plan_globals(
+    *, tools: Mapping[str, Callable[..., Any]] | Tools, allowed_imports: frozenset[str],
+    print_sink: Callable[[str], None] | None, print_limit: int | None = MAX_PRINT_BYTES,
+) -> dict[str, Any]:
+    """Fresh module globals for one run of a plan (built per run: cheap, and nothing a run
+    leaves in them reaches the next)."""
+    builtins = _BASE_BUILTINS.copy()
+    builtins["__import__"] = _importer(allowed_imports)
     return {
         "__builtins__": builtins,
         "__name__": "plan",
@@ -234,6 +249,6 @@ def plan_globals(
         "_write_": guarded_write,
         "_inplacevar_": _inplacevar,
         "_apply_": _apply,
-        "_print_": _print_factory(log),
-        "tools": Tools(tools),
+        "_print_": functools.partial(_Printer, PrintLog(print_sink, print_limit)),
+        "tools": tools if isinstance(tools, Tools) else Tools(tools),  # Tools hold no state
     }

@@ -11,12 +11,11 @@ from __future__ import annotations
 import ast
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-from ._runtime import MAX_PRINT_BYTES, PrintLog, plan_globals
+from ._runtime import MAX_PRINT_BYTES, Tools, plan_globals
 from .report import PlanRejected, Report
 from .validate import DEFAULT_IMPORTS, analyse
 
@@ -42,14 +41,17 @@ class CompiledPlan:
     ) -> Runner:
         """Execute the module in fresh restricted globals; return its ``run(event, step)``.
         ``print`` output goes to ``print_sink``, at most ``print_limit`` bytes in all."""
+        return self._load(tools or {}, print_sink, print_limit)
+
+    def _load(self, tools: Mapping[str, Callable[..., Any]] | Tools,
+              print_sink: Callable[[str], None] | None, print_limit: int | None) -> Runner:
         namespace = plan_globals(
-            tools=tools or {}, allowed_imports=self.allowed_imports, print_sink=print_sink,
+            tools=tools, allowed_imports=self.allowed_imports, print_sink=print_sink,
             print_limit=print_limit,
         )
         exec(self.code, namespace)  # restricted bytecode: see the module docstring
-        run = namespace["run"]
-        runner: Runner = run
-        return runner
+        run: Runner = namespace["run"]
+        return run
 
     def runner(
         self,
@@ -60,31 +62,32 @@ class CompiledPlan:
         """Workflow code running this plan in process. ``print`` goes to the instance's log
         (``step.log``, when the step has one) and to ``print_sink``, bounded per run."""
 
-        def route(text: str) -> None:
-            current = _RUN_LOG.get()
-            if current is not None:
-                current.write(text)
+        granted = Tools(tools or {})  # one per runner: a Tools object holds no run's state
 
         async def run_in_process(event: Any, step: Any) -> Any:
             # Fresh module globals for every run: nothing one run (or tenant) leaves in them
-            # reaches the next.
-            run = self.load(tools=tools, print_sink=route, print_limit=None)
-            log = getattr(step, "log", None)
-            sinks = [s for s in (log if callable(log) else None, print_sink) if s is not None]
-            def write(text: str) -> None:
-                for sink in sinks:
-                    sink(text)
-
-            token = _RUN_LOG.set(PrintLog(write))
-            try:
-                return await run(event, step)
-            finally:
-                _RUN_LOG.reset(token)
+            # reaches the next, and each run's print budget is its own.
+            output = _RunOutput(getattr(step, "log", None), print_sink)
+            run = self._load(granted, output.write, MAX_PRINT_BYTES)
+            return await run(event, step)
 
         return run_in_process
 
 
-_RUN_LOG: ContextVar[PrintLog | None] = ContextVar("agentflow_plan_print", default=None)
+class _RunOutput:
+    """Where one run's ``print`` goes: the instance's log and the runner's sink."""
+
+    __slots__ = ("_log", "_sink")
+
+    def __init__(self, log: Any, sink: Callable[[str], None] | None) -> None:
+        self._log = log if callable(log) else None
+        self._sink = sink
+
+    def write(self, text: str) -> None:
+        if self._log is not None:
+            self._log(text)
+        if self._sink is not None:
+            self._sink(text)
 
 
 def compile_plan(
