@@ -7,6 +7,7 @@ import inspect
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
+from types import FunctionType
 from typing import Any, TypeVar
 
 from . import _validate as validate
@@ -27,6 +28,7 @@ DEFAULT_RETRIES = Retries()
 DEFAULT_TIMEOUT = 600.0
 _BACKOFFS = ("constant", "linear", "exponential")
 _NOT_RETRIED = (NonRetryableError, PayloadError)
+_DEFAULT_CONFIG = StepConfig(DEFAULT_RETRIES, DEFAULT_TIMEOUT)
 
 
 class Step:
@@ -62,7 +64,7 @@ class Step:
                 f"step {name!r}: fn must be callable, got {type(fn).__name__}; "
                 "pass a function or lambda, e.g. step.do(name, lambda: fetch(url))"
             )
-        config = StepConfig(
+        config = _DEFAULT_CONFIG if retries is None and timeout is None else StepConfig(
             retries=_check_retries(name, retries),
             timeout=DEFAULT_TIMEOUT if timeout is None
             else validate.duration(timeout, what=f"step {name!r} timeout"),
@@ -338,6 +340,8 @@ def _retry_delay(retries: Retries, context: StepContext, error: Exception, attem
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
+    if type(fn) is FunctionType:  # the common case: a plain function or lambda
+        return bool(fn.__code__.co_argcount - len(fn.__defaults__ or ()))
     code = getattr(fn, "__code__", None)
     if code is not None and not inspect.ismethod(fn):
         return bool(code.co_argcount - len(getattr(fn, "__defaults__", None) or ()))

@@ -91,17 +91,20 @@ class Connection:
             await asyncio.sleep(delay)
             delay = min(delay * 2, _BACKOFF_MAX)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T], *, savepoint: bool = True) -> T:
-        """Queue ``fn`` for the next group commit and return its result once committed.
+    def write(self, fn: Callable[[sqlite3.Connection], T], *,
+              savepoint: bool = True) -> asyncio.Future[T]:
+        """Queue ``fn`` for the next group commit; await the result to have it committed.
+        (A plain function returning the future: one coroutine less on every step's path.)
 
         ``savepoint=False`` is for units that raise only before their first write: they skip
         the savepoint that would undo a half-done unit."""
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
         self._queue.append((fn, savepoint, future))
         if not self._flushing:
             self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush_now)
-        return await future
+            loop.call_soon(self._flush_now)
+        return future
 
     def _flush_now(self) -> None:
         if not self._try_commit():
