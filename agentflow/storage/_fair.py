@@ -37,9 +37,9 @@ def fair_candidates(conn: Any, workflow: str, free: int, now: float,
             "SELECT tenant, count(*) FROM instances WHERE workflow = ? AND status IN (?, ?) "
             "AND tenant IS NOT NULL GROUP BY tenant", (workflow, *_ACTIVE))
     }
-    heads: dict[str | None, float] = {
-        tenant: float(key) for tenant, key in conn.execute(_HEADS, (workflow,) * 3)
-    }
+    heads = _heads_from_the_front(conn, workflow, free, running)
+    if heads is None:
+        heads = {tenant: float(key) for tenant, key in conn.execute(_HEADS, (workflow,) * 3)}
     untenanted = conn.execute(
         "SELECT min(sched) FROM instances WHERE workflow = ? AND status = 'queued' "
         "AND tenant IS NULL", (workflow,)).fetchone()
@@ -77,6 +77,43 @@ def fair_candidates(conn: Any, workflow: str, free: int, now: float,
         if following is not None and (quota is None or cost + 1 <= quota):
             heapq.heappush(queue, (cost + 1, following, order, tenant))
     return picked
+
+
+def _heads_from_the_front(conn: Any, workflow: str, free: int,
+                          running: dict[str | None, int]) -> dict[str | None, float] | None:
+    """The heads that can matter, read from the front of the queue: walking it in order, a
+    tenant's first row is its head, so once ``free`` tenants with nothing running are found,
+    no tenant further back can be chosen before them (each is worth 1, later). Tenants with
+    instances running get their own seek. None when the front is one tenant's flood: then
+    every tenant's head is read (``_HEADS``)."""
+    heads: dict[str | None, float] = {}
+    idle = 0
+    scanned = 0
+    # Room for the queues of running tenants too (they are at the front when they were
+    # first); bounded, since past it the full read is cheaper.
+    budget = min(64 + 16 * (free + len(running)), 4096)
+    for key, tenant in conn.execute(
+            "SELECT sched, tenant FROM instances WHERE workflow = ? AND status = 'queued' "
+            "AND tenant IS NOT NULL ORDER BY sched LIMIT ?", (workflow, budget)):
+        scanned += 1
+        if tenant in heads:
+            continue
+        heads[tenant] = float(key)
+        if tenant not in running:
+            idle += 1
+            if idle >= free:
+                break
+    else:
+        if scanned == budget:  # stopped by the budget, not by the end of the queue
+            return None
+    for tenant in running:
+        if tenant not in heads:
+            (key,) = conn.execute(
+                "SELECT min(sched) FROM instances WHERE workflow = ? AND status = 'queued' "
+                "AND tenant = ?", (workflow, tenant)).fetchone()
+            if key is not None:
+                heads[tenant] = float(key)
+    return heads
 
 
 class _Stream:

@@ -10,7 +10,7 @@ from typing import Any
 from .protocol import LeaseLost
 from .records import InstanceRow, StepRecord
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
 _ACTIVE = ("running", "waiting_for_pause")
 _INSTANCE_COLUMNS = (

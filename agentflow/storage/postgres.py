@@ -41,7 +41,8 @@ _SCHEMA = [
             ELSE ready_at - woken * {WAKE_HEAD_START} END) STORED,
         UNIQUE (workflow, id))""",
     "CREATE INDEX IF NOT EXISTS instances_by_id ON instances (id)",
-    "CREATE INDEX IF NOT EXISTS instances_schedule ON instances (workflow, status, sched)",
+    "CREATE INDEX IF NOT EXISTS instances_schedule ON instances "
+    "(workflow, status, sched, tenant)",
     "CREATE INDEX IF NOT EXISTS instances_by_tenant ON instances (workflow, status, tenant, sched)",
     """CREATE TABLE IF NOT EXISTS steps (
         seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, iid BIGINT NOT NULL,
@@ -98,6 +99,8 @@ class PostgresStorage(SqliteStorage):
             raise StorageError(
                 f"the database has schema version {version}, newer than this agentflow "
                 f"({SCHEMA_VERSION}); upgrade agentflow to open it")
+        if 1 <= version < 4:  # 4: the queue index carries the tenant (fair claims read it)
+            conn.execute("DROP INDEX IF EXISTS instances_schedule")
         if version < SCHEMA_VERSION:
             for statement in _SCHEMA[1:]:
                 conn.execute(statement)

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS instances (
     UNIQUE (workflow, id)
 );
 CREATE INDEX IF NOT EXISTS instances_by_id ON instances (id);
-CREATE INDEX IF NOT EXISTS instances_schedule ON instances (workflow, status, sched);
+CREATE INDEX IF NOT EXISTS instances_schedule ON instances (workflow, status, sched, tenant);
 
 CREATE TABLE IF NOT EXISTS steps (
     seq INTEGER PRIMARY KEY,

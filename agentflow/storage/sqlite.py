@@ -91,6 +91,10 @@ class SqliteStorage(Scheduling):
         if version < 3:  # 3: each tenant's queue indexed, for fair claims
             conn.execute("CREATE INDEX IF NOT EXISTS instances_by_tenant ON instances "
                          "(workflow, status, tenant, sched)")
+        if 1 <= version < 4:  # 4: the queue index carries the tenant (fair claims read it)
+            conn.execute("DROP INDEX IF EXISTS instances_schedule")
+            conn.execute("CREATE INDEX instances_schedule ON instances "
+                         "(workflow, status, sched, tenant)")
         if version < SCHEMA_VERSION:
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
