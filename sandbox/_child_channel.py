@@ -38,7 +38,7 @@ class Channel:
     def encode(self, message: dict[str, Any]) -> str:
         """The message as JSON text, tagged with the current run."""
         if "run" not in message:
-            message = {**message, "run": self.run}
+            message["run"] = self.run  # messages are built for sending: tag in place
         return _ENCODER.encode(message)
 
     def send_text(self, text: str) -> None:

@@ -52,8 +52,11 @@ class StepProxy:
         scheduler.bodies[body] = fn
         if count is not None:
             scheduler.body_steps[body] = (name, count)
-        message = {"op": "step", "method": "do", "name": name, "body": body,
-                   "retries": retries, "timeout": timeout}
+        message: dict[str, Any] = {"op": "step", "method": "do", "name": name, "body": body}
+        if retries is not None:  # absent means the default: less to encode on every step
+            message["retries"] = retries
+        if timeout is not None:
+            message["timeout"] = timeout
         if scheduler.fingerprints:
             message["inputs"] = _fingerprint(fn)
         try:
@@ -70,9 +73,10 @@ class StepProxy:
         """Run a new step's body at once and send the step with the body's outcome in one
         message (the host journals it without asking for the body)."""
         scheduler = self._scheduler
-        call = scheduler.new_call()
+        message["call"] = scheduler.new_call()
+        message["speculative"] = True
         try:  # the step's own arguments are checked before its body runs
-            announced = scheduler.channel.encode({**message, "call": call, "speculative": True})
+            announced = scheduler.channel.encode(message)
         except (TypeError, ValueError) as exc:
             raise TypeError(f"step arguments must be plain data: {exc}") from None
         step = scheduler.body_steps.get(body)
@@ -93,7 +97,7 @@ class StepProxy:
             encoded = _ENCODER.encode({"error": {"name": "TypeError", "message": str(exc)}})
         # The announced step is a JSON object: the outcome goes in as its last field.
         scheduler.channel.send_text(f'{announced[:-1]},"outcome":{encoded}}}')
-        return await Park(call)
+        return await Park(message["call"])
 
     async def sleep(self, name: Any, duration: Any) -> Any:
         self._scheduler.count(name)

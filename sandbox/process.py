@@ -373,12 +373,11 @@ class _Session:
             if future is not None and not future.done():
                 future.set_result(message)
         elif op in ("step", "tool"):
-            if message.get("speculative"):  # the child ran the body's first attempt
+            outcome = message.get("outcome")
+            if message.get("speculative") and not isinstance(outcome, dict):
+                # the first attempt ran in the child; its result follows as a body_result
                 future = asyncio.get_running_loop().create_future()
                 self.speculative[int(message["body"])] = future
-                outcome = message.get("outcome")
-                if isinstance(outcome, dict):
-                    future.set_result(outcome)
             task = asyncio.create_task(
                 self._step(message) if op == "step" else self._tool(message)
             )
@@ -422,18 +421,24 @@ class _Session:
         name = message.get("name")
         if method == "do":
             body = int(message["body"])
-            speculative = self.speculative.get(body)
+            # The first attempt ran in the child: its outcome came with the step, or comes
+            # as a body_result (an older child).
+            first = message.get("outcome") if message.get("speculative") else None
+            pending = self.speculative.get(body)
 
             async def run_body() -> Any:
-                nonlocal speculative
-                if speculative is not None:  # the first attempt already ran in the child
-                    future, speculative = speculative, None
+                nonlocal first, pending
+                if isinstance(first, dict):
+                    result, first = first, None
                 else:
-                    call = next(self.calls)
-                    future = asyncio.get_running_loop().create_future()
-                    self.bodies[call] = future
-                    await self.process.send({"op": "body", "body": body, "call": call})
-                result = await future
+                    if pending is not None:
+                        future, pending = pending, None
+                    else:
+                        call = next(self.calls)
+                        future = asyncio.get_running_loop().create_future()
+                        self.bodies[call] = future
+                        await self.process.send({"op": "body", "body": body, "call": call})
+                    result = await future
                 if "error" in result:
                     raise plan_error(result["error"])
                 return result.get("value")
