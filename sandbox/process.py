@@ -19,6 +19,7 @@ import os
 import shutil
 import sys
 import tempfile
+import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -53,7 +54,7 @@ class Limits:
 
 
 class _KeepAwake:
-    """Keeps the event loop polling (never blocking) for a moment after a message to a
+    """Keeps an event loop polling (never blocking) for a moment after a message to a
     sandbox, whose answer usually comes back within tens of microseconds: a loop that went to
     sleep meanwhile pays the wake-up of its core, ~100 µs on a virtual machine, more than the
     whole round trip otherwise. A callback that reschedules itself keeps the loop's selector
@@ -65,8 +66,7 @@ class _KeepAwake:
         self._until = 0.0
         self._ticking = False
 
-    def extend(self) -> None:
-        loop = asyncio.get_running_loop()
+    def extend(self, loop: asyncio.AbstractEventLoop) -> None:
         self._until = loop.time() + self.SECONDS
         if not self._ticking:
             self._ticking = True
@@ -79,7 +79,17 @@ class _KeepAwake:
             self._ticking = False
 
 
-_AWAKE = _KeepAwake()  # one per process: a loop needs only one
+# One per loop (holding no reference to it): a loop that ends takes its ticker along.
+_AWAKE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _KeepAwake] = (
+    weakref.WeakKeyDictionary())
+
+
+def _keep_awake() -> None:
+    loop = asyncio.get_running_loop()
+    awake = _AWAKE.get(loop)
+    if awake is None:
+        awake = _AWAKE[loop] = _KeepAwake()
+    awake.extend(loop)
 
 
 class _Process:
@@ -93,7 +103,7 @@ class _Process:
 
     async def send(self, message: dict[str, Any]) -> None:
         self.writer.write(_wire.encode(message))
-        _AWAKE.extend()
+        _keep_awake()
         await self.writer.drain()
 
     async def receive(self) -> dict[str, Any]:
