@@ -4,7 +4,9 @@ approval prompt, and a summary of the journal."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -91,21 +93,32 @@ def styled(term: Terminal, event: af.InstanceEvent, text: str) -> str:
 
 async def ask(question: str) -> str | None:
     """Read a line from the terminal without blocking the loop; None at end of input. A
-    daemon thread, so Ctrl-C ends the process even while the question is open."""
+    daemon thread, so Ctrl-C ends the process even while the question is open; it reads the
+    file descriptor itself (``input()`` would hold sys.stdin's buffer lock, and a process
+    that ends while the question is open would abort at interpreter shutdown)."""
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[str | None] = loop.create_future()
+    sys.stdout.write(question)
+    sys.stdout.flush()
 
     def read() -> None:
-        line: str | None
-        try:
-            line = input(question)
-        except EOFError:
-            line = None
+        data = b""
+        while not data.endswith(b"\n"):
+            try:
+                chunk = os.read(0, 1024)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            data += chunk
+        line = data.decode(errors="replace").rstrip("\r\n") if data else None
+
         def deliver() -> None:
             if not answer.done():
                 answer.set_result(line)
 
-        loop.call_soon_threadsafe(deliver)
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(deliver)
 
     threading.Thread(target=read, daemon=True).start()
     return await answer
