@@ -340,10 +340,9 @@ def _retry_delay(retries: Retries, context: StepContext, error: Exception, attem
 
 
 def _takes_context(fn: Callable[..., Any]) -> bool:
-    if type(fn) is FunctionType:  # the common case: a plain function or lambda
-        return bool(fn.__code__.co_argcount - len(fn.__defaults__ or ()))
     code = getattr(fn, "__code__", None)
-    if code is not None and not inspect.ismethod(fn):
+    # (a plain function or lambda, the common case, skips inspect)
+    if code is not None and (type(fn) is FunctionType or not inspect.ismethod(fn)):
         return bool(code.co_argcount - len(getattr(fn, "__defaults__", None) or ()))
     try:
         signature = inspect.signature(fn)

@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import Any
 
 from . import _wire
+from ._child_channel import error_info
 from .calling import step_scope
 from .plan import compile_plan
 from .validate import DEFAULT_IMPORTS
@@ -270,8 +271,6 @@ class _Session:
         self.print_sink = print_sink
         self.limits = limits
         self.bodies: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        # first attempts that the child ran before asking (see _child.StepProxy.do)
-        self.speculative: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.calls = itertools.count(1)
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
@@ -363,6 +362,10 @@ class _Session:
             op == "body_result" and not (has_call or isinstance(message.get("body"), int))
         ):
             raise SandboxCrashed(f"the sandbox broke the protocol: {op!r} without a call id")
+        if message.get("speculative") and not isinstance(message.get("outcome"), dict):
+            # a first attempt run in the child travels with its step (see StepProxy.do)
+            raise SandboxCrashed("the sandbox broke the protocol: a speculative step "
+                                 "without its outcome")
         if op == "done":
             return True, message.get("value")
         if op == "failed":
@@ -378,16 +381,12 @@ class _Session:
             if callable(log):
                 log(text)
         elif op == "body_result":
-            future = (self.speculative.get(int(message["body"])) if "body" in message
-                      else self.bodies.pop(int(message["call"]), None))
+            # (one naming a body rather than a call answers nothing: first attempts travel
+            # with their steps)
+            future = self.bodies.pop(message["call"], None) if has_call else None
             if future is not None and not future.done():
                 future.set_result(message)
         elif op in ("step", "tool"):
-            outcome = message.get("outcome")
-            if message.get("speculative") and not isinstance(outcome, dict):
-                # the first attempt ran in the child; its result follows as a body_result
-                future = asyncio.get_running_loop().create_future()
-                self.speculative[int(message["body"])] = future
             task = asyncio.create_task(
                 self._step(message) if op == "step" else self._tool(message)
             )
@@ -414,14 +413,14 @@ class _Session:
                     result = await result
             await self._reply(message["call"], value=_plain(result))
         except Exception as exc:
-            await self._reply(message["call"], error=_info(exc))
+            await self._reply(message["call"], error=error_info(exc))
 
     async def _step(self, message: dict[str, Any]) -> None:
         method = message.get("method")
         try:
             value = await self._perform(method, message)
         except Exception as exc:
-            await self._reply(message["call"], error=_info(exc))
+            await self._reply(message["call"], error=error_info(exc))
         except BaseException as exc:  # the engine suspends or stops the run
             self._end(exc)
         else:
@@ -431,23 +430,18 @@ class _Session:
         name = message.get("name")
         if method == "do":
             body = int(message["body"])
-            # The first attempt ran in the child: its outcome came with the step, or comes
-            # as a body_result (an older child).
+            # The child ran a new step's first attempt and sent its outcome with the step.
             first = message.get("outcome") if message.get("speculative") else None
-            pending = self.speculative.get(body)
 
             async def run_body() -> Any:
-                nonlocal first, pending
-                if isinstance(first, dict):
+                nonlocal first
+                if first is not None:
                     result, first = first, None
-                else:
-                    if pending is not None:
-                        future, pending = pending, None
-                    else:
-                        call = next(self.calls)
-                        future = asyncio.get_running_loop().create_future()
-                        self.bodies[call] = future
-                        await self.process.send({"op": "body", "body": body, "call": call})
+                else:  # a retry (or a journaled step run again): the child runs the body
+                    call = next(self.calls)
+                    future = asyncio.get_running_loop().create_future()
+                    self.bodies[call] = future
+                    await self.process.send({"op": "body", "body": body, "call": call})
                     result = await future
                 if "error" in result:
                     raise plan_error(result["error"])
@@ -516,13 +510,6 @@ def plan_error(info: dict[str, Any]) -> Exception:
     if info.get("non_retryable") is True:  # the step fails without retries
         error.non_retryable = True  # type: ignore[attr-defined]
     return error
-
-
-def _info(exc: BaseException) -> dict[str, Any]:
-    info: dict[str, Any] = {"name": type(exc).__name__, "message": str(exc)}
-    if getattr(exc, "non_retryable", False) is True:
-        info["non_retryable"] = True
-    return info
 
 
 def _step_key(value: Any) -> tuple[str, int] | None:
