@@ -117,6 +117,10 @@ class PrintLog:
         if self._sink is not None:
             self._sink(text)
 
+    def __call__(self, _getattr: Any = None) -> _Printer:
+        """``_print_``: what RestrictedPython calls where a plan function prints."""
+        return _Printer(self)
+
 
 class _Printer:
     """What RestrictedPython's ``print`` calls: ``_print_(_getattr_)._call_print(...)``."""
@@ -222,24 +226,26 @@ def _base_builtins() -> dict[str, Any]:
     return builtins
 
 
-_BASE_BUILTINS = _base_builtins()  # copied for every run: a plan never sees another's
+_BASE_BUILTINS = _base_builtins()
 
 
 @functools.lru_cache(maxsize=64)
-def _importer(allowed_imports: frozenset[str]) -> Any:
-    return importer(allowed_imports)  # holds no state: one per set of allowed imports
-
-
-def plan_globals(
-    *, tools: Mapping[str, Callable[..., Any]] | Tools, allowed_imports: frozenset[str],
-    print_sink: Callable[[str], None] | None, print_limit: int | None = MAX_PRINT_BYTES,
-) -> dict[str, Any]:
-    """Fresh module globals for one run of a plan (built per run: cheap, and nothing a run
-    leaves in them reaches the next)."""
+def _builtins_for(allowed_imports: frozenset[str]) -> dict[str, Any]:
+    # Shared by every run with these imports: a plan has no name or attribute that leads to
+    # its builtins table (``__builtins__`` and every underscore name are refused), so no run
+    # can change what another sees; its globals, which it can change, are its own.
     builtins = _BASE_BUILTINS.copy()
-    builtins["__import__"] = _importer(allowed_imports)
+    builtins["__import__"] = importer(allowed_imports)
+    return builtins
+
+
+def globals_template(
+    tools: Mapping[str, Callable[..., Any]] | Tools, allowed_imports: frozenset[str],
+) -> dict[str, Any]:
+    """The module globals every run of a plan starts from, but ``_print_``: a run copies it
+    and adds its own print log (see :func:`plan_globals`)."""
     return {
-        "__builtins__": builtins,
+        "__builtins__": _builtins_for(allowed_imports),
         "__name__": "plan",
         "_getattr_": guarded_getattr,
         "_getitem_": _getitem,
@@ -249,6 +255,16 @@ def plan_globals(
         "_write_": guarded_write,
         "_inplacevar_": _inplacevar,
         "_apply_": _apply,
-        "_print_": functools.partial(_Printer, PrintLog(print_sink, print_limit)),
         "tools": tools if isinstance(tools, Tools) else Tools(tools),  # Tools hold no state
     }
+
+
+def plan_globals(
+    *, tools: Mapping[str, Callable[..., Any]] | Tools, allowed_imports: frozenset[str],
+    print_sink: Callable[[str], None] | None, print_limit: int | None = MAX_PRINT_BYTES,
+) -> dict[str, Any]:
+    """Fresh module globals for one run of a plan (built per run: cheap, and nothing a run
+    leaves in them reaches the next)."""
+    namespace = globals_template(tools, allowed_imports)
+    namespace["_print_"] = PrintLog(print_sink, print_limit)
+    return namespace

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
-from ._runtime import MAX_PRINT_BYTES, Tools, plan_globals
+from ._runtime import MAX_PRINT_BYTES, PrintLog, Tools, globals_template, plan_globals
 from .report import PlanRejected, Report
 from .validate import DEFAULT_IMPORTS, analyse
 
@@ -62,16 +62,30 @@ class CompiledPlan:
         """Workflow code running this plan in process. ``print`` goes to the instance's log
         (``step.log``, when the step has one) and to ``print_sink``, bounded per run."""
 
-        granted = Tools(tools or {})  # one per runner: a Tools object holds no run's state
+        # What every run's globals start from, built once per runner (tools hold no state).
+        template = globals_template(Tools(tools or {}), self.allowed_imports)
+        code = self.code
 
         async def run_in_process(event: Any, step: Any) -> Any:
             # Fresh module globals for every run: nothing one run (or tenant) leaves in them
             # reaches the next, and each run's print budget is its own.
-            output = _RunOutput(getattr(step, "log", None), print_sink)
-            run = self._load(granted, output.write, MAX_PRINT_BYTES)
+            namespace = template.copy()
+            namespace["_print_"] = PrintLog(_run_output(getattr(step, "log", None), print_sink))
+            exec(code, namespace)  # restricted bytecode: see the module docstring
+            run: Runner = namespace["run"]
             return await run(event, step)
 
         return run_in_process
+
+
+def _run_output(log: Any, sink: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """Where one run's ``print`` goes: the instance's log (when the step has one) and the
+    runner's sink."""
+    if not callable(log):
+        return sink
+    if sink is None:
+        return log  # type: ignore[no-any-return]
+    return _RunOutput(log, sink).write
 
 
 class _RunOutput:
@@ -79,15 +93,13 @@ class _RunOutput:
 
     __slots__ = ("_log", "_sink")
 
-    def __init__(self, log: Any, sink: Callable[[str], None] | None) -> None:
-        self._log = log if callable(log) else None
+    def __init__(self, log: Callable[[str], None], sink: Callable[[str], None]) -> None:
+        self._log = log
         self._sink = sink
 
     def write(self, text: str) -> None:
-        if self._log is not None:
-            self._log(text)
-        if self._sink is not None:
-            self._sink(text)
+        self._log(text)
+        self._sink(text)
 
 
 def compile_plan(

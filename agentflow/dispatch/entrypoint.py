@@ -11,7 +11,7 @@ from ..errors import AgentflowError, InvalidStateError
 from ..records import Event
 from ..workflow import Runner
 from .binding import SEPARATOR
-from .envelope import CodeRef, unwrap
+from .envelope import CodeRef, pinned, unwrap
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,15 +32,19 @@ async def dispatch_workflow(
 ) -> Any:
     """Unwrap the envelope, load the tenant's runner and run it with the tenant's own event
     and the same ``step``. Loader and runner errors become the instance's error."""
-    envelope, params = unwrap(event.payload)
-    prefix = envelope.tenant_id + SEPARATOR
-    if not event.instance_id.startswith(prefix) or envelope.code.tenant_id != envelope.tenant_id:
+    tenant, sha256, params = pinned(event.payload)
+    prefix = tenant + SEPARATOR
+    if not event.instance_id.startswith(prefix):
         # The envelope is written by the tenant's binding; this never holds for real data.
         raise InvalidStateError("the dispatch envelope does not match the instance's tenant")
-    request = DispatchRequest(envelope.tenant_id, envelope.code, envelope.metadata,
-                              context or {})
-    loaded = load_runner(request)
-    runner: Runner = await loaded if inspect.isawaitable(loaded) else loaded
+    # A loader with a cache answers a hit without the request records being built.
+    lookup = getattr(load_runner, "lookup", None)
+    runner: Runner | None = lookup(tenant, sha256) if lookup is not None else None
+    if runner is None:
+        envelope, _ = unwrap(event.payload)
+        loaded = load_runner(DispatchRequest(tenant, envelope.code, envelope.metadata,
+                                             context or {}))
+        runner = await loaded if inspect.isawaitable(loaded) else loaded
     tenant_event = Event(params, event.timestamp, event.instance_id[len(prefix):],
                          event.workflow_name)
     return await runner(tenant_event, step)
@@ -64,6 +68,6 @@ def code_version(params: Any) -> str | None:
     """The sha256 of the tenant code an instance is pinned to (its approval requests carry
     it; a decision for another version is refused)."""
     try:
-        return unwrap(params)[0].code.sha256
+        return pinned(params)[1]
     except (AgentflowError, ValueError):
         return None

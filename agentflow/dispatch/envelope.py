@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import AgentflowError, InvalidArgumentError
+from ..errors import AgentflowError, InvalidArgumentError, InvalidStateError
 
 ENVELOPE_KEY = "agentflow.dispatch"
 
@@ -44,16 +44,36 @@ def wrap(params: Any, tenant_id: str, code: CodeRef, metadata: dict[str, Any]) -
 
 
 def unwrap(payload: Any) -> tuple[Envelope, Any]:
-    if not isinstance(payload, dict) or not isinstance(payload.get(ENVELOPE_KEY), dict):
-        raise MissingEnvelopeError(
-            "this workflow runs tenant code, but the instance's params carry no dispatch "
-            "envelope; create its instances through wrap_workflow_binding(binding, "
-            "tenant_id=...) rather than the raw binding"
-        )
-    data = payload[ENVELOPE_KEY]
+    data, params = _parts(payload)
     try:
         code = CodeRef(**data["code"])
         envelope = Envelope(str(data["tenant_id"]), code, dict(data.get("metadata") or {}))
     except (KeyError, TypeError) as exc:
         raise InvalidArgumentError(f"malformed dispatch envelope: {exc}") from None
-    return envelope, payload.get("params")
+    return envelope, params
+
+
+def pinned(payload: Any) -> tuple[str, str, Any]:
+    """(tenant id, code sha256, the tenant's params) without building the records: what a
+    dispatch needs when its tenant's code is cached. Checks what :func:`unwrap` checks that
+    the fields it reads are well formed, and that the code belongs to the same tenant."""
+    data, params = _parts(payload)
+    tenant = data.get("tenant_id")
+    code = data.get("code")
+    if not (isinstance(tenant, str) and isinstance(code, dict)
+            and isinstance(code.get("sha256"), str)):
+        unwrap(payload)  # raises the error naming what is malformed
+        raise InvalidArgumentError("malformed dispatch envelope")
+    if code.get("tenant_id") != tenant:
+        raise InvalidStateError("the dispatch envelope's code belongs to another tenant")
+    return tenant, code["sha256"], params
+
+
+def _parts(payload: Any) -> tuple[dict[str, Any], Any]:
+    if not isinstance(payload, dict) or not isinstance(data := payload.get(ENVELOPE_KEY), dict):
+        raise MissingEnvelopeError(
+            "this workflow runs tenant code, but the instance's params carry no dispatch "
+            "envelope; create its instances through wrap_workflow_binding(binding, "
+            "tenant_id=...) rather than the raw binding"
+        )
+    return data, payload.get("params")

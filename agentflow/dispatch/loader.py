@@ -51,12 +51,19 @@ class Loader:
     def __len__(self) -> int:
         return len(self._cache)
 
-    async def __call__(self, request: DispatchRequest) -> Runner:
-        key = (request.tenant_id, request.code.sha256)
+    def lookup(self, tenant_id: str, sha256: str) -> Runner | None:
+        """The cached runner of this code version, or None (a hit counts as one)."""
+        key = (tenant_id, sha256)
         runner = self._cache.get(key)
         if runner is not None:
             self._cache.move_to_end(key)
             self.hits += 1
+        return runner
+
+    async def __call__(self, request: DispatchRequest) -> Runner:
+        key = (request.tenant_id, request.code.sha256)
+        runner = self.lookup(*key)
+        if runner is not None:
             return runner
         self.misses += 1
         runner = await self._load(request.code)

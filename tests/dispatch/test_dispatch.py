@@ -161,3 +161,50 @@ async def test_the_entrypoint_passes_its_context_to_the_loader(engine: af.Engine
     instance = await wrap_workflow_binding(binding, tenant_id="acme").create()
     assert (await settle(instance)).status == "complete"
     assert contexts == [{"region": "eu"}]
+
+
+@pytest.mark.parametrize(("envelope", "error", "words"), [
+    ({"code": {"tenant_id": "acme", "name": "p", "sha256": "0" * 64}}, af.InvalidArgumentError,
+     "tenant_id"),
+    ({"tenant_id": "acme"}, af.InvalidArgumentError, "code"),
+    ({"tenant_id": "acme", "code": "not a dict"}, af.InvalidArgumentError, "malformed"),
+    ({"tenant_id": 7, "code": {"tenant_id": 7, "name": "p", "sha256": "0" * 64}},
+     af.InvalidArgumentError, "malformed"),
+    ({"tenant_id": "acme", "code": {"tenant_id": "acme", "name": "p"}},
+     af.InvalidArgumentError, "sha256"),
+    ({"tenant_id": "acme", "code": {"tenant_id": "globex", "name": "p", "sha256": "0" * 64}},
+     af.InvalidStateError, "another tenant"),
+])
+async def test_a_malformed_envelope_is_a_typed_error_and_loads_nothing(
+    envelope: dict[str, Any], error: type[Exception], words: str, engine: af.Engine,
+) -> None:
+    loader = Loader(engine, mode="in-process")
+    payload = {ENVELOPE_KEY: envelope, "params": None}
+    event = af.Event(payload, datetime.now(UTC), "acme.job", "plans")
+    with pytest.raises(error, match=words):
+        await dispatch_workflow(None, event, None, loader)
+    assert loader.hits == loader.misses == 0
+
+
+async def test_a_cached_runner_is_found_without_calling_the_loader(engine: af.Engine) -> None:
+    source = "async def run(event, step):\n    return event.payload['n'] * 2\n"
+    loader = Loader(engine, mode="in-process")
+    ref = await loader.registry.register("acme", "plans", source)
+    calls: list[DispatchRequest] = []
+
+    class Counting(Loader):
+        async def __call__(self, request: DispatchRequest) -> Runner:
+            calls.append(request)
+            return await super().__call__(request)
+
+    counting = Counting(engine, mode="in-process")
+    payload = {ENVELOPE_KEY: {"tenant_id": "acme", "code": ref.as_dict(), "metadata": {"m": 1}},
+               "params": {"n": 21}}
+    event = af.Event(payload, datetime.now(UTC), "acme.job", "plans")
+    assert await dispatch_workflow({"c": 1}, event, None, counting) == 42
+    assert calls == [DispatchRequest("acme", ref, {"m": 1}, {"c": 1})]  # a miss: one request
+    assert await dispatch_workflow({"c": 1}, event, None, counting) == 42
+    assert len(calls) == 1  # the hit came from lookup()
+    assert (counting.hits, counting.misses) == (1, 1)
+    assert counting.lookup("acme", "f" * 64) is None
+    assert counting.lookup("globex", ref.sha256) is None  # another tenant's key misses
