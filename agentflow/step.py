@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from datetime import datetime
-from types import FunctionType
+from types import CoroutineType, FunctionType
 from typing import Any, TypeVar
 
 from . import _validate as validate
@@ -356,9 +356,17 @@ def _takes_context(fn: Callable[..., Any]) -> bool:
 
 async def _call(fn: Callable[..., Any], context: StepContext, run: RunState, timeout: float) -> Any:
     """Call a step body: sync bodies run inline; an awaitable result is awaited under the
-    attempt's timeout, in the engine clock's time."""
+    attempt's timeout, in the engine clock's time. A coroutine runs eagerly up to its first
+    wait: one that never waits (a cached or computed result) costs no deadline bookkeeping,
+    and nothing could interrupt its synchronous part anyway."""
     result = fn(context) if _takes_context(fn) else fn()
-    if not inspect.isawaitable(result):
+    if type(result) is CoroutineType:
+        try:
+            first = result.send(None)
+        except StopIteration as done:
+            return done.value
+        result = _Resumed(result, first)
+    elif not inspect.isawaitable(result):
         return result
     try:
         return await run.deadlines.run(result, timeout)
@@ -366,6 +374,36 @@ async def _call(fn: Callable[..., Any], context: StepContext, run: RunState, tim
         raise WorkflowTimeoutError(
             f"step {context.name!r} attempt {context.attempt} timed out after {timeout:g} seconds"
         ) from None
+
+
+class _Resumed:
+    """A coroutine already run to its first wait, as an awaitable: it hands the event loop
+    what the coroutine yielded, then relays everything (results, cancellation) both ways."""
+
+    __slots__ = ("_coroutine", "_first")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coroutine = coroutine
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, message = self._coroutine, self._first
+        while True:
+            try:
+                sent = yield message
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # cancellation and errors the loop throws in
+                try:
+                    message = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    message = coroutine.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 def _journaled_error(record: StepRecord) -> Exception:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+_NO_DATA: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,16 +31,19 @@ class InstanceRow:
     tenant: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StepRecord:
+class StepRecord(NamedTuple):
     """One journal entry: a step occurrence and its outcome so far.
 
     ``state`` is completed or errored (final), or sleeping, waiting, retrying (pending, with
     ``wake_at`` the sleep's end, the wait's deadline or the next attempt's time).
+
+    An immutable NamedTuple rather than a frozen dataclass: one or more are built for every
+    step, and a frozen dataclass's ``__init__`` (a guarded setattr per field) costs several
+    times a tuple's.
     """
 
     name: str
-    count: int
+    count: int  # type: ignore[assignment]  # the field shadows tuple.count, on purpose
     kind: str  # do | sleep | wait
     state: str
     started_at: float
@@ -51,15 +58,16 @@ class StepRecord:
     seq: int = 0  # journal order, assigned by the backend
 
 
-@dataclass(frozen=True, slots=True)
-class HistoryItem:
-    """An entry to append to an instance's history feed."""
+class HistoryItem(NamedTuple):
+    """An entry to append to an instance's history feed (a NamedTuple: see StepRecord)."""
 
     type: str
     at: float
     step: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-    count: int | None = None  # step occurrence, kept out of ``data`` so the hot path skips JSON
+    data: Mapping[str, Any] = _NO_DATA
+    # The step occurrence, kept out of ``data`` so that the hot path skips JSON (the field
+    # shadows tuple.count, on purpose).
+    count: int | None = None  # type: ignore[assignment]
     attempt: int | None = None
     since: float | None = None  # set on a compact 'step.completed': when the step started
 

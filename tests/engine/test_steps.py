@@ -251,6 +251,62 @@ async def test_a_timeout_error_raised_by_the_body_is_not_mistaken_for_the_deadli
     assert details.error == af.ErrorInfo("TimeoutError", "upstream took too long")
 
 
+async def test_async_bodies_that_wait_or_not_give_their_results_and_errors(
+    engine: af.Engine, clock: af.FakeClock
+) -> None:
+    """A coroutine body runs eagerly to its first wait; what it returns or raises, before or
+    after waiting, and a deadline that cancels it mid-wait, are the same as when awaited."""
+    cleaned: list[str] = []
+
+    async def at_once() -> str:
+        return "no wait"
+
+    async def fails_at_once() -> None:
+        raise ValueError("before any wait")
+
+    async def waits_often() -> int:
+        total = 0
+        for n in range(5):
+            await asyncio.sleep(0)
+            total += n
+        return total
+
+    async def fails_after_waiting() -> None:
+        await asyncio.sleep(0)
+        raise KeyError("after a wait")
+
+    async def hangs() -> None:
+        try:
+            await asyncio.sleep(0)
+            await asyncio.Event().wait()
+        finally:
+            cleaned.append("hangs")
+
+    async def run(event: af.Event, step: af.Step) -> list[Any]:
+        out: list[Any] = [await step.do("a", at_once), await step.do("b", waits_often)]
+        for name, body in (("c", fails_at_once), ("d", fails_after_waiting)):
+            try:
+                await step.do(name, body, retries=af.Retries(limit=0))
+            except Exception as exc:
+                out.append(f"{type(exc).__name__}: {exc}")
+        try:
+            await step.do("e", hangs, timeout=5, retries=af.Retries(limit=0))
+        except af.WorkflowTimeoutError as exc:
+            out.append(str(exc))
+        return out
+
+    instance = await engine.register("wf", run).create()
+    await wait_for(instance, "running")
+    await asyncio.sleep(0.05)
+    await clock.advance(6)
+    details = await wait_for(instance, "complete")
+    assert details.output == [
+        "no wait", 10, "ValueError: before any wait", "KeyError: 'after a wait'",
+        "step 'e' attempt 1 timed out after 5 seconds",
+    ]
+    assert cleaned == ["hangs"]
+
+
 async def test_parallel_steps_run_concurrently_with_results_in_argument_order(
     engine: af.Engine, clock: af.FakeClock
 ) -> None:

@@ -448,17 +448,15 @@ async def test_save_step_upserts_by_name_and_count_in_journal_order(storage: Sto
     assert names(journal) == [("a", 1), ("nap", 1), ("w", 1), ("a", 2)]
     seqs = [r.seq for r in journal]
     assert seqs == sorted(seqs) and len(set(seqs)) == 4
-    assert [dataclasses.replace(r, seq=0) for r in journal] == [
+    assert [r._replace(seq=0) for r in journal] == [
         retrying, sleeping, waiting, second_a
     ]
 
-    completed = dataclasses.replace(
-        done("a", 1, 42, at=T0), attempts=2, finished_at=T0 + 11
-    )
+    completed = done("a", 1, 42, at=T0)._replace(attempts=2, finished_at=T0 + 11)
     await storage.save_step(row.iid, owner, completed, [HistoryItem("step.completed", T0 + 11)])
     journal2 = await storage.load_journal(row.iid)
     assert [r.seq for r in journal2] == seqs  # same entry, same place
-    assert dataclasses.replace(journal2[0], seq=0) == completed
+    assert journal2[0]._replace(seq=0) == completed
     assert journal2[1:] == journal[1:]
     assert (await storage.read_history(row.iid))[-1].type == "step.completed"
 
