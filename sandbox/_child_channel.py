@@ -3,16 +3,15 @@ cross it."""
 
 from __future__ import annotations
 
-import json
 import os
 import select
 import struct
 import time
 from typing import Any
 
+from ._json import dumps, loads
+
 _HEADER = struct.Struct(">I")
-_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False)  # built once: see _wire
-_DECODER = json.JSONDecoder()
 
 
 # -- blocking message I/O -------------------------------------------------------------------
@@ -39,7 +38,7 @@ class Channel:
         """The message as JSON text, tagged with the current run."""
         if "run" not in message:
             message["run"] = self.run  # messages are built for sending: tag in place
-        return _ENCODER.encode(message)
+        return dumps(message)
 
     def send_text(self, text: str) -> None:
         body = text.encode()
@@ -72,7 +71,7 @@ class Channel:
                 if len(buffer) >= _HEADER.size + size:
                     body = buffer[_HEADER.size:_HEADER.size + size].decode()
                     del buffer[:_HEADER.size + size]
-                    message: dict[str, Any] = _DECODER.decode(body)
+                    message: dict[str, Any] = loads(body)
                     return message
             try:
                 chunk = os.read(self._read_fd, 1 << 16)

@@ -7,8 +7,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from ._child_channel import _ENCODER, Channel, error_from, error_info
+from ._child_channel import Channel, error_from, error_info
 from ._child_scheduler import Gather, Park, Request, Scheduler, Tagged
+from ._json import dumps
 from .fingerprint import inputs_fingerprint
 
 # True only while the runtime itself reads a step body's code (never while plan code runs):
@@ -92,9 +93,9 @@ class StepProxy:
         except Exception as exc:
             outcome = {"error": error_info(exc)}
         try:
-            encoded = _ENCODER.encode(outcome)
+            encoded = dumps(outcome)
         except (TypeError, ValueError) as exc:  # a live object: only data crosses
-            encoded = _ENCODER.encode({"error": {"name": "TypeError", "message": str(exc)}})
+            encoded = dumps({"error": {"name": "TypeError", "message": str(exc)}})
         # The announced step is a JSON object: the outcome goes in as its last field.
         scheduler.channel.send_text(f'{announced[:-1]},"outcome":{encoded}}}')
         return await Park(message["call"])

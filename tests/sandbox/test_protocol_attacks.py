@@ -201,7 +201,7 @@ STEP_ARGUMENTS: dict[str, tuple[str, CaseExpectation]] = {
             for i in range(100000):
                 deep = [deep]
             return await step.do("a", lambda: 1, retries={"limit": deep})
-    """, ("errored", {"SandboxCrashed", "RecursionError"}, None)),
+    """, ("errored", {"SandboxCrashed", "RecursionError", "TypeError"}, None)),
     "nested-but-decodable-argument": ("""
         async def run(event, step):
             deep = 1
