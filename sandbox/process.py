@@ -93,22 +93,66 @@ def _keep_awake() -> None:
     awake.extend(loop)
 
 
+class _Pipes(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol (stdin writer, exit and pipe bookkeeping), with the
+    child's stdout parsed into messages as it arrives instead of buffered in a stream."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(limit=1 << 16, loop=loop)
+        self.messages = _wire.Messages()
+
+    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
+        if fd == 1:
+            self.messages.feed(data if isinstance(data, bytes) else data.encode())
+        else:
+            super().pipe_data_received(fd, data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 1:
+            self.messages.end(exc)
+        super().pipe_connection_lost(fd, exc)
+
+
+def _child_command() -> list[str]:
+    return [sys.executable, "-I", "-m", "sandbox._child"]
+
+
+async def _start_child(workdir: str) -> tuple[asyncio.subprocess.Process, _wire.Messages]:
+    loop = asyncio.get_running_loop()
+    pipes: list[_Pipes] = []
+
+    def protocol() -> _Pipes:
+        pipes.append(_Pipes(loop))
+        return pipes[0]
+
+    transport, _ = await loop.subprocess_exec(
+        protocol, *_child_command(),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL, cwd=workdir,
+    )
+    return asyncio.subprocess.Process(transport, pipes[0], loop), pipes[0].messages
+
+
 class _Process:
-    def __init__(self, proc: asyncio.subprocess.Process, workdir: str) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, messages: _wire.Messages,
+                 workdir: str) -> None:
         self.proc = proc
         self.workdir = workdir
         self.plan_sha: str | None = None
-        assert proc.stdout is not None and proc.stdin is not None
-        self.reader = _wire.Reader(proc.stdout)
+        assert proc.stdin is not None
+        self.messages = messages
         self.writer = proc.stdin
 
     async def send(self, message: dict[str, Any]) -> None:
-        self.writer.write(_wire.encode(message))
+        writer = self.writer
+        writer.write(_wire.encode(message))
         _keep_awake()
-        await self.writer.drain()
+        transport = writer.transport
+        if transport.get_write_buffer_size() or transport.is_closing():
+            await writer.drain()  # (a message that did not fit the pipe at once)
 
     async def receive(self) -> dict[str, Any]:
-        return await self.reader.read()
+        return await self.messages.receive()
 
     def cpu_seconds(self) -> float:
         try:
@@ -157,12 +201,7 @@ class SandboxPool:
     async def _spawn(self) -> _Process:
         self._count += 1
         workdir = tempfile.mkdtemp(prefix="agentflow-sandbox-")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-m", "sandbox._child",
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL, cwd=workdir,
-        )
-        process = _Process(proc, workdir)
+        process = _Process(*await _start_child(workdir), workdir)
         await process.send({"op": "hello", "memory_bytes": self.limits.memory_bytes,
                             "workdir": workdir})
         ready = await process.receive()
@@ -260,6 +299,14 @@ def _event_data(event: Any) -> dict[str, Any]:
 _RUN_IDS = itertools.count(1)
 
 
+class _StreamEnded(Exception):
+    """The sandbox's output ended or broke (``cause``) before the run finished."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+
+
 class _Session:
     """The host side of one run: answers the plan's messages until it finishes."""
 
@@ -274,7 +321,7 @@ class _Session:
         self.calls = itertools.count(1)
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
-        self.serving: asyncio.Task[Any] | None = None
+        self.finished: asyncio.Future[Any] | None = None  # the run's outcome
         self.reusable = False
         self.id = next(_RUN_IDS)
 
@@ -285,6 +332,17 @@ class _Session:
             start["journaled"] = [list(key) for key in journaled()]
         if getattr(self.step, "wants_inputs", False) is True:
             start["inputs"] = True  # the child sends each body's inputs_fingerprint
+        messages = self.process.messages
+        self.finished = asyncio.get_running_loop().create_future()
+        # Every message is handled as it arrives, from the loop's read callback.
+        messages.take_handler(self._on_message, self._on_end)
+        try:
+            return await self._serve(start)
+        finally:
+            messages.release_handler()
+
+    async def _serve(self, start: dict[str, Any]) -> Any:
+        assert self.finished is not None
         try:
             await self.process.send(start)
         except (TypeError, ValueError, RecursionError, _wire.WireError) as exc:
@@ -293,13 +351,14 @@ class _Session:
         except (ConnectionError, BrokenPipeError) as exc:
             raise self._died(exc) from None
         watchdog = asyncio.create_task(self._watch(self.process.cpu_seconds()))
-        self.serving = asyncio.create_task(self._serve())
         try:
-            return await self.serving
+            return await self.finished
+        except _StreamEnded as ended:
+            raise self._died(ended.cause) from None
         except asyncio.CancelledError:
             if self.ending is None:  # the engine cancelled us (terminate, shutdown)
-                self.serving.cancel()
                 raise
+            self.process.messages.release_handler()  # the cancel's answer is read below
             await self._cancel_child()
             raise self.ending from None
         finally:
@@ -307,23 +366,31 @@ class _Session:
             for task in self.tasks:
                 task.cancel()
 
-    async def _serve(self) -> Any:
-        while True:
-            try:
-                message = await self.process.receive()
-            except (asyncio.IncompleteReadError, _wire.WireError, ConnectionError) as exc:
-                raise self._died(exc) from None
-            finished, value = self._dispatch(message)
-            if finished:
-                self.reusable = True
-                return value
+    def _on_message(self, message: dict[str, Any]) -> None:
+        finished = self.finished
+        if finished is None or finished.done():
+            return  # the run is over: nothing more is served
+        try:
+            done, value = self._dispatch(message)
+        except Exception as exc:  # the plan's error, or a broken protocol
+            if isinstance(exc, StopIteration):  # a future refuses it, as a coroutine does
+                exc = RuntimeError(f"the plan raised StopIteration: {exc}")
+            finished.set_exception(exc)
+            return
+        if done:
+            self.reusable = True
+            finished.set_result(value)
+
+    def _on_end(self, cause: BaseException) -> None:
+        if self.finished is not None and not self.finished.done():
+            self.finished.set_exception(_StreamEnded(cause))
 
     def _end(self, exc: BaseException) -> None:
         """End the run with ``exc`` (a limit, or the engine suspending or stopping it)."""
         if self.ending is None:
             self.ending = exc
-            if self.serving is not None:
-                self.serving.cancel()
+            if self.finished is not None and not self.finished.done():
+                self.finished.cancel()
 
     def _died(self, exc: BaseException) -> BaseException:
         if self.ending is not None:

@@ -860,16 +860,16 @@ class FakeChildren:
         self.mode: str | None = None
         self.sentinel = sentinel
         self.pools: list[SandboxPool] = []
-        real = asyncio.create_subprocess_exec
+        real = sandbox.process._child_command
 
-        async def spawn(program: Any, *args: Any, **kwargs: Any) -> Any:
-            if self.mode is not None and args[-2:] == ("-m", "sandbox._child"):
-                args = ("-I", str(FAKE_CHILD), self.mode, str(sentinel))
+        def command() -> list[str]:
+            argv = real()
+            if self.mode is not None:
+                argv = [argv[0], "-I", str(FAKE_CHILD), self.mode, str(sentinel)]
                 self.mode = None
-            return await real(program, *args, **kwargs)
+            return argv
 
-        # sandbox.process calls asyncio.create_subprocess_exec through the module
-        monkeypatch.setattr(asyncio, "create_subprocess_exec", spawn)
+        monkeypatch.setattr(sandbox.process, "_child_command", command)
 
 
 @pytest.fixture
