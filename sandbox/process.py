@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import itertools
 import os
@@ -93,50 +94,58 @@ def _keep_awake() -> None:
     awake.extend(loop)
 
 
-class _Pipes(asyncio.subprocess.SubprocessStreamProtocol):
-    """asyncio's subprocess protocol (stdin writer, exit and pipe bookkeeping), with the
-    child's stdout parsed into messages as it arrives instead of buffered in a stream."""
+class _Output(asyncio.Protocol):
+    """The child's stdout, read straight from the loop's read callback into messages (the
+    subprocess transport would hand each chunk over through one more loop turn)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(limit=1 << 16, loop=loop)
-        self.messages = _wire.Messages()
+    def __init__(self, messages: _wire.Messages) -> None:
+        self.messages = messages
 
-    def pipe_data_received(self, fd: int, data: bytes | str) -> None:
-        if fd == 1:
-            self.messages.feed(data if isinstance(data, bytes) else data.encode())
-        else:
-            super().pipe_data_received(fd, data)
+    def data_received(self, data: bytes) -> None:
+        self.messages.feed(data)
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        if fd == 1:
-            self.messages.end(exc)
-        super().pipe_connection_lost(fd, exc)
+    def eof_received(self) -> bool:
+        self.messages.end()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.messages.end(exc)
 
 
 def _child_command() -> list[str]:
     return [sys.executable, "-I", "-m", "sandbox._child"]
 
 
-async def _start_child(workdir: str) -> tuple[asyncio.subprocess.Process, _wire.Messages]:
-    loop = asyncio.get_running_loop()
-    pipes: list[_Pipes] = []
-
-    def protocol() -> _Pipes:
-        pipes.append(_Pipes(loop))
-        return pipes[0]
-
-    transport, _ = await loop.subprocess_exec(
-        protocol, *_child_command(),
-        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL, cwd=workdir,
-    )
-    return asyncio.subprocess.Process(transport, pipes[0], loop), pipes[0].messages
+async def _start_child(
+    workdir: str,
+) -> tuple[asyncio.subprocess.Process, _wire.Messages, asyncio.BaseTransport]:
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *_child_command(), stdin=asyncio.subprocess.PIPE, stdout=write_fd,
+            stderr=asyncio.subprocess.DEVNULL, cwd=workdir,
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)  # the child holds the only write end: its exit is our EOF
+    messages = _wire.Messages()
+    try:
+        output, _ = await asyncio.get_running_loop().connect_read_pipe(
+            lambda: _Output(messages), os.fdopen(read_fd, "rb", buffering=0))
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+    return proc, messages, output
 
 
 class _Process:
     def __init__(self, proc: asyncio.subprocess.Process, messages: _wire.Messages,
-                 workdir: str) -> None:
+                 output: asyncio.BaseTransport, workdir: str) -> None:
         self.proc = proc
+        self.output = output
         self.workdir = workdir
         self.plan_sha: str | None = None
         assert proc.stdin is not None
@@ -165,6 +174,7 @@ class _Process:
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):
             self.proc.kill()
+        self.output.close()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -334,8 +344,15 @@ class _Session:
             start["inputs"] = True  # the child sends each body's inputs_fingerprint
         messages = self.process.messages
         self.finished = asyncio.get_running_loop().create_future()
-        # Every message is handled as it arrives, from the loop's read callback.
-        messages.take_handler(self._on_message, self._on_end)
+        # Every message is handled as it arrives, from the loop's read callback, in (a copy
+        # of) this run's context, as a task of the run would be: the step and tool calls it
+        # starts see the context variables of the run (a planner's gates read theirs).
+        context = contextvars.copy_context()
+
+        def handle(message: dict[str, Any]) -> None:
+            context.run(self._on_message, message)
+
+        messages.take_handler(handle, self._on_end)
         try:
             return await self._serve(start)
         finally:

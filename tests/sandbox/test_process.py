@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +236,38 @@ def test_sandbox_processes_lock_themselves_down(tmp_path: Path) -> None:
     assert out == ",".join(["SandboxViolation"] * 4)
     assert canary.read_text() == "secret"
     assert not (tmp_path / "new.txt").exists()
+
+
+_CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="nobody")
+
+
+async def test_tools_and_the_step_see_the_context_variables_of_the_run(
+    pool: SandboxPool,
+) -> None:
+    """The host answers a sandbox's messages in the context of the run that awaits the
+    runner, as code of that run would: a tool or step reads the run's context variables."""
+    source = (
+        "async def run(event, step):\n"
+        "    first = await step.do('ask', lambda: tools.caller())\n"
+        "    second = await step.do('again', lambda: tools.caller())\n"
+        "    return [first, second]\n"
+    )
+    steps: list[str] = []
+
+    class RecordingStep:
+        async def do(self, name: str, fn: Any, **_: Any) -> Any:
+            steps.append(_CALLER.get())
+            value = fn()
+            return await value if hasattr(value, "__await__") else value
+
+    runner = pool.runner(source, tools={"caller": _CALLER.get})
+
+    async def run_as(who: str) -> Any:
+        _CALLER.set(who)
+        event = af.Event(None, datetime.now(UTC), who, "ctx")
+        return await runner(event, RecordingStep())
+
+    results = await asyncio.gather(run_as("ada"), run_as("grace"))
+    assert results == [["ada", "ada"], ["grace", "grace"]]
+    assert sorted(steps) == ["ada", "ada", "grace", "grace"]
+    assert _CALLER.get() == "nobody"  # nothing leaked into the caller's context
