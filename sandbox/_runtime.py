@@ -53,10 +53,25 @@ _PLAIN_TYPES = frozenset({dict, list, str, int, float, bool, tuple, set, frozens
 _MISSING = object()
 
 
+# Whether each type met so far is opaque (the ABC checks cost more than the rest of an
+# attribute read; a plan cannot create classes, so the table stays small).
+_OPAQUE_TYPES: dict[type, bool] = {}
+
+
+def _opaque(kind: type, obj: object) -> bool:
+    opaque = _OPAQUE_TYPES.get(kind)
+    if opaque is None:
+        if len(_OPAQUE_TYPES) > 4096:
+            _OPAQUE_TYPES.clear()
+        opaque = _OPAQUE_TYPES[kind] = isinstance(obj, _OPAQUE)
+    return opaque
+
+
 def guarded_getattr(obj: object, name: str, default: Any = _MISSING) -> Any:
     if name in FORBIDDEN_ATTRIBUTES:
         raise AttributeError(f'"{name}" is a forbidden attribute in plans')
-    if type(obj) not in _PLAIN_TYPES and isinstance(obj, _OPAQUE):
+    kind = type(obj)
+    if kind not in _PLAIN_TYPES and _opaque(kind, obj):
         raise AttributeError(
             f"plans may only await {type(obj).__name__} objects, not use their attributes"
         )
