@@ -13,6 +13,7 @@ from ._deadlines import Deadlines
 from .clock import Clock
 from .errors import StepLimitExceededError
 from .storage import HistoryItem, LeaseLost, StepRecord, Storage
+from .storage.records import _NO_DATA
 
 # A step still running after this long gets its 'started' history written without waiting for
 # its result, so followers of events() see it (see Worker._flush_loop).
@@ -102,27 +103,28 @@ class RunState:
         )
 
     # -- attempts and their history ----------------------------------------------------------
-    def attempt_started(self, name: str, count: int, attempt: int, first: bool) -> Attempt:
-        current = Attempt(name, count, attempt, self.clock.now(), first)
-        self.attempts[(name, count)] = current
+    def attempt_running(self, current: Attempt) -> None:
+        """A step body is running and waits: the worker's flush may write its 'started'
+        history, and ``settle`` waits for it."""
+        self.attempts[(current.name, current.count)] = current
         if not self.busy:
             self.busy_since = time.monotonic()
             self.busy_runs.add(self)
             self._idle.clear()
         self.busy += 1
-        return current
 
-    def attempt_ended(self, current: Attempt, kind: str, **data: object) -> None:
-        """Record the end of an attempt. The common case, a step whose first attempt succeeds
-        quickly, becomes one compact 'step.completed' entry that readers expand into
-        step.started, attempt.started and step.completed."""
+    def attempt_ended(self, current: Attempt, kind: str, *, at: float | None = None,
+                      **data: object) -> None:
+        """Record the end of an attempt (at ``at``, or now). The common case, a step whose
+        first attempt succeeds quickly, becomes one compact 'step.completed' entry that
+        readers expand into step.started, attempt.started and step.completed."""
         self.attempts.pop((current.name, current.count), None)
-        now = self.clock.now()
+        now = self.clock.now() if at is None else at
         if kind == "step.completed" and current.first and current.attempt == 1 and (
             not current.flushed
         ):
             self.pending_history.append(HistoryItem(
-                kind, now, current.name, {}, current.count, 1, since=current.at
+                kind, now, current.name, _NO_DATA, current.count, 1, current.at
             ))
             return
         if not current.flushed:

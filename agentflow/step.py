@@ -77,18 +77,30 @@ class Step:
         record: StepRecord | None,
     ) -> Any:
         run = self._run
+        clock = run.clock
         attempt = record.attempts if record is not None else 0
-        started_at = record.started_at if record is not None else run.clock.now()
-        if record is not None and record.wake_at is not None and record.wake_at > run.clock.now():
+        at = clock.now()
+        started_at = record.started_at if record is not None else at
+        if record is not None and record.wake_at is not None and record.wake_at > at:
             raise run.suspend_until(record.wake_at)
         first = record is None
+        takes_context = _takes_context(fn)
         while True:
             attempt += 1
-            context = StepContext(name, count, attempt, config)
-            current = run.attempt_started(name, count, attempt, first)
+            # (a body without a parameter, the usual lambda, gets no context built)
+            context = StepContext(name, count, attempt, config) if takes_context else None
+            current = Attempt(name, count, attempt, at, first)
             first = False
             try:
-                value = await _call(fn, context, run, config.timeout)
+                finished, value = _begin(fn, context)
+                if not finished:
+                    # It waits: from now on the run's flush and settle can see it running
+                    # (while it ran without waiting, nothing else could).
+                    run.attempt_running(current)
+                    try:
+                        value = await _finish(value, current, run, config.timeout)
+                    finally:
+                        run.body_finished()
                 text = encode(value, what=f"result of step {name!r}")
             except (Suspend, Stop, asyncio.CancelledError):
                 run.attempt_abandoned(current)
@@ -96,15 +108,17 @@ class Step:
             except Exception as exc:
                 error = exc
             else:
-                run.attempt_ended(current, "step.completed")
-                await run.save(StepRecord(
-                    name, count, "do", "completed", started_at, result=text, attempts=attempt,
-                    finished_at=run.clock.now(),
+                now = clock.now()
+                run.attempt_ended(current, "step.completed", at=now)
+                await run.save(StepRecord(  # (positional: the fastest way to build one)
+                    name, count, "do", "completed", started_at, text, None, None, None, attempt,
+                    None, None, now,
                 ))
                 return round_trip(value, text)
-            finally:
-                run.body_finished()
+            if context is None:
+                context = StepContext(name, count, attempt, config)
             await self._failed(current, started_at, config.retries, context, error)
+            at = clock.now()
 
     async def _failed(
         self, current: Attempt, started_at: float, retries: Retries, context: StepContext,
@@ -354,25 +368,31 @@ def _takes_context(fn: Callable[..., Any]) -> bool:
     )
 
 
-async def _call(fn: Callable[..., Any], context: StepContext, run: RunState, timeout: float) -> Any:
-    """Call a step body: sync bodies run inline; an awaitable result is awaited under the
-    attempt's timeout, in the engine clock's time. A coroutine runs eagerly up to its first
-    wait: one that never waits (a cached or computed result) costs no deadline bookkeeping,
-    and nothing could interrupt its synchronous part anyway."""
-    result = fn(context) if _takes_context(fn) else fn()
+def _begin(fn: Callable[..., Any], context: StepContext | None) -> tuple[bool, Any]:
+    """Call a step body (with ``context`` if it takes one): (True, its result) when it
+    finished without waiting (sync bodies, and coroutines that never wait: they run eagerly
+    to their first wait), else (False, what to await for the result)."""
+    result = fn() if context is None else fn(context)
     if type(result) is CoroutineType:
         try:
             first = result.send(None)
         except StopIteration as done:
-            return done.value
-        result = _Resumed(result, first)
-    elif not inspect.isawaitable(result):
-        return result
+            return True, done.value
+        return False, _Resumed(result, first)
+    if inspect.isawaitable(result):
+        return False, result
+    return True, result
+
+
+async def _finish(awaitable: Awaitable[Any], current: Attempt, run: RunState,
+                  timeout: float) -> Any:
+    """Await a step body that waits, under the attempt's timeout in the engine clock's time
+    (nothing could interrupt the part that ran before its first wait)."""
     try:
-        return await run.deadlines.run(result, timeout)
+        return await run.deadlines.run(awaitable, timeout)
     except DeadlineExceeded:
         raise WorkflowTimeoutError(
-            f"step {context.name!r} attempt {context.attempt} timed out after {timeout:g} seconds"
+            f"step {current.name!r} attempt {current.attempt} timed out after {timeout:g} seconds"
         ) from None
 
 
