@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +13,7 @@ from . import _validate as validate
 from . import approvals as _approvals
 from . import transitions
 from ._codec import decode, encode
+from ._ids import new_instance_id
 from .approvals import ApprovalRequest
 from .errors import InstanceNotFoundError, InvalidArgumentError, InvalidStateError
 from .records import ErrorInfo, InstanceDetails, InstanceEvent, StepInfo, _utc
@@ -277,7 +277,7 @@ class WorkflowBinding:
         return Instance(self._engine, row)
 
     def _item(self, id: str | None, params: Any) -> tuple[str, str | None]:
-        instance_id = uuid.uuid4().hex if id is None else validate.instance_id(id)
+        instance_id = new_instance_id() if id is None else validate.instance_id(id)
         return instance_id, encode(params, what=f"params of instance {instance_id!r}")
 
     def _item_from(self, index: int, item: object) -> tuple[str, str | None]:

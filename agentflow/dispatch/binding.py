@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from .. import _validate as validate
 from .._codec import encode
+from .._ids import new_instance_id
 from ..approvals import KEEP, ApprovalRequest
 from ..errors import InstanceNotFoundError, InvalidArgumentError
 from ..instance import Instance, WorkflowBinding
@@ -127,7 +127,7 @@ class TenantBinding:
         return code
 
     def _item(self, id: str | None, params: Any, ref: CodeRef) -> tuple[str, str | None]:
-        local = uuid.uuid4().hex if id is None else validate.instance_id(id)
+        local = new_instance_id() if id is None else validate.instance_id(id)
         envelope = wrap(params, self.tenant_id, ref, self.metadata)
         return internal_id(self.tenant_id, local), encode(
             envelope, what=f"params of instance {local!r}"

@@ -304,3 +304,20 @@ async def test_binding_get_and_engine_get(engine: af.Engine) -> None:
     assert (await engine.get("known")).workflow_name == "wf"
     listed = await engine.list_instances(workflow="wf")
     assert [d.id for d in listed] == ["known"]
+
+
+async def test_generated_ids_are_unique_hex_in_creation_order(engine: af.Engine) -> None:
+    async def run(event: af.Event, step: af.Step) -> None:
+        return None
+
+    binding = engine.register("ids", run)
+    first = await binding.create_batch([{} for _ in range(2000)])
+    await asyncio.sleep(0.003)  # the next millisecond at least
+    second = [await binding.create() for _ in range(3)]
+    ids = [i.id for i in first] + [i.id for i in second]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids)
+    # Time first: a later creation sorts after an earlier one (the store's id indexes grow at
+    # their end), and within one millisecond the random part keeps them apart.
+    assert max(i.id for i in first) < min(i.id for i in second)
+    assert (await binding.get(second[0].id)).id == second[0].id
