@@ -209,13 +209,23 @@ class Instance:
     async def wait(self, *, timeout: float | None = None) -> InstanceDetails:
         """Wait until the instance is complete, errored or terminated; return its status.
         Raises ``TimeoutError`` after ``timeout`` seconds of real time."""
+        if timeout is not None and (
+            isinstance(timeout, bool) or not isinstance(timeout, int | float)
+            or not timeout >= 0
+        ):
+            raise InvalidArgumentError(
+                f"wait timeout must be a number of seconds >= 0 or None, got {timeout!r}"
+            )
+        row = await self._row()
+        if row.status in FINISHED:  # (no timer or task for an instance that is done)
+            return details(row)
 
         async def until_finished() -> InstanceDetails:
             while True:
+                await self._engine._changed.wait(self._engine._poll_interval)
                 row = await self._row()
                 if row.status in FINISHED:
                     return details(row)
-                await self._engine._changed.wait(self._engine._poll_interval)
 
         return await asyncio.wait_for(until_finished(), timeout)
 

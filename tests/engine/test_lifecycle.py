@@ -321,3 +321,17 @@ async def test_generated_ids_are_unique_hex_in_creation_order(engine: af.Engine)
     # their end), and within one millisecond the random part keeps them apart.
     assert max(i.id for i in first) < min(i.id for i in second)
     assert (await binding.get(second[0].id)).id == second[0].id
+
+
+async def test_wait_returns_a_finished_instance_at_once_and_refuses_bad_timeouts(
+    engine: af.Engine,
+) -> None:
+    async def run(event: af.Event, step: af.Step) -> int:
+        return 7
+
+    instance = await engine.register("quick", run).create()
+    assert (await instance.wait(timeout=10)).output == 7
+    assert (await instance.wait(timeout=0)).output == 7  # done: no timer needed
+    for bad in (-1, float("nan"), "10", True):
+        with pytest.raises(af.InvalidArgumentError, match="wait timeout"):
+            await instance.wait(timeout=bad)  # type: ignore[arg-type]
