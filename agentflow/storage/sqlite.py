@@ -303,7 +303,7 @@ class SqliteStorage(Scheduling):
             ):
                 new = ("queued", None, None, None)
             else:
-                new = ("waiting", wake_at, json.dumps(types), None)
+                new = ("waiting", wake_at, _dumps(types), None)
             conn.execute(
                 "UPDATE instances SET status = ?, wake_at = ?, wait_types = ?, paused_at = ?,"
                 " owner = NULL, lease_until = NULL, ready_at = ?, updated_at = ? WHERE iid = ?",
