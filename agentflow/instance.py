@@ -216,6 +216,8 @@ class Instance:
             raise InvalidArgumentError(
                 f"wait timeout must be a number of seconds >= 0 or None, got {timeout!r}"
             )
+        # (past 1e12 seconds is forever, and a huge int would overflow a float)
+        seconds = None if timeout is None or timeout > 1e12 else float(timeout)
         row = await self._row()
         if row.status in FINISHED:  # (no timer or task for an instance that is done)
             return details(row)
@@ -227,7 +229,7 @@ class Instance:
                 if row.status in FINISHED:
                     return details(row)
 
-        return await asyncio.wait_for(until_finished(), timeout)
+        return await asyncio.wait_for(until_finished(), seconds)
 
     async def _transition(self, decide: Any) -> InstanceRow:
         engine = self._engine

@@ -13,7 +13,6 @@ from ._deadlines import Deadlines
 from .clock import Clock
 from .errors import StepLimitExceededError
 from .storage import HistoryItem, LeaseLost, StepRecord, Storage
-from .storage.records import _NO_DATA
 
 # A step still running after this long gets its 'started' history written without waiting for
 # its result, so followers of events() see it (see Worker._flush_loop).
@@ -124,7 +123,7 @@ class RunState:
             not current.flushed
         ):
             self.pending_history.append(HistoryItem(
-                kind, now, current.name, _NO_DATA, current.count, 1, current.at
+                kind, now, current.name, None, current.count, 1, current.at
             ))
             return
         if not current.flushed:

@@ -91,16 +91,15 @@ class Step:
             context = StepContext(name, count, attempt, config) if takes_context else None
             current = Attempt(name, count, attempt, at, first)
             first = False
+            running = False
             try:
                 finished, value = _begin(fn, context)
                 if not finished:
                     # It waits: from now on the run's flush and settle can see it running
                     # (while it ran without waiting, nothing else could).
                     run.attempt_running(current)
-                    try:
-                        value = await _finish(value, current, run, config.timeout)
-                    finally:
-                        run.body_finished()
+                    running = True
+                    value = await _finish(value, current, run, config.timeout)
                 text = encode(value, what=f"result of step {name!r}")
             except (Suspend, Stop, asyncio.CancelledError):
                 run.attempt_abandoned(current)
@@ -115,6 +114,9 @@ class Step:
                     None, None, now,
                 ))
                 return round_trip(value, text)
+            finally:
+                if running:  # after its record is saved: settle() waits for that too
+                    run.body_finished()
             if context is None:
                 context = StepContext(name, count, attempt, config)
             await self._failed(current, started_at, config.retries, context, error)

@@ -4,8 +4,9 @@
 Both ends exchange a small message per step; the standard entry points build an encoder (or
 skip whitespace and check for extra data in Python) on every call, which costs as much as the
 encoding itself. These use the same C encoder and scanner, built once, with the standard
-library's output and strictness: compact separators, ASCII only, no NaN or infinities, and
-nothing after the value.
+library's output: compact separators, ASCII only, no NaN or infinities. Reading is stricter
+than ``json.loads`` in one way: the text must be exactly one value, without whitespace around
+it (both ends write compact JSON).
 """
 
 from __future__ import annotations

@@ -16,11 +16,8 @@ import contextlib
 import contextvars
 import inspect
 import itertools
-import os
 import shutil
-import sys
 import tempfile
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,12 +25,12 @@ from typing import Any
 
 from . import _wire
 from ._child_channel import error_info
+from ._host_pipes import Process, start_child
 from .calling import step_scope
 from .plan import compile_plan
 from .validate import DEFAULT_IMPORTS
 
 Runner = Callable[[Any, Any], Awaitable[Any]]
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class SandboxError(Exception):
@@ -55,129 +52,6 @@ class Limits:
     check_every: float = 0.05
 
 
-class _KeepAwake:
-    """Keeps an event loop polling (never blocking) for a moment after a message to a
-    sandbox, whose answer usually comes back within tens of microseconds: a loop that went to
-    sleep meanwhile pays the wake-up of its core, ~100 µs on a virtual machine, more than the
-    whole round trip otherwise. A callback that reschedules itself keeps the loop's selector
-    at timeout zero; other tasks and I/O run as usual in between."""
-
-    SECONDS = 0.0005
-
-    def __init__(self) -> None:
-        self._until = 0.0
-        self._ticking = False
-
-    def extend(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._until = loop.time() + self.SECONDS
-        if not self._ticking:
-            self._ticking = True
-            loop.call_soon(self._tick, loop)
-
-    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
-        if loop.time() < self._until:
-            loop.call_soon(self._tick, loop)
-        else:
-            self._ticking = False
-
-
-# One per loop (holding no reference to it): a loop that ends takes its ticker along.
-_AWAKE: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _KeepAwake] = (
-    weakref.WeakKeyDictionary())
-
-
-def _keep_awake() -> None:
-    loop = asyncio.get_running_loop()
-    awake = _AWAKE.get(loop)
-    if awake is None:
-        awake = _AWAKE[loop] = _KeepAwake()
-    awake.extend(loop)
-
-
-class _Output(asyncio.Protocol):
-    """The child's stdout, read straight from the loop's read callback into messages (the
-    subprocess transport would hand each chunk over through one more loop turn)."""
-
-    def __init__(self, messages: _wire.Messages) -> None:
-        self.messages = messages
-
-    def data_received(self, data: bytes) -> None:
-        self.messages.feed(data)
-
-    def eof_received(self) -> bool:
-        self.messages.end()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.messages.end(exc)
-
-
-def _child_command() -> list[str]:
-    return [sys.executable, "-I", "-m", "sandbox._child"]
-
-
-async def _start_child(
-    workdir: str,
-) -> tuple[asyncio.subprocess.Process, _wire.Messages, asyncio.BaseTransport]:
-    read_fd, write_fd = os.pipe()
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *_child_command(), stdin=asyncio.subprocess.PIPE, stdout=write_fd,
-            stderr=asyncio.subprocess.DEVNULL, cwd=workdir,
-        )
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)  # the child holds the only write end: its exit is our EOF
-    messages = _wire.Messages()
-    try:
-        output, _ = await asyncio.get_running_loop().connect_read_pipe(
-            lambda: _Output(messages), os.fdopen(read_fd, "rb", buffering=0))
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
-    return proc, messages, output
-
-
-class _Process:
-    def __init__(self, proc: asyncio.subprocess.Process, messages: _wire.Messages,
-                 output: asyncio.BaseTransport, workdir: str) -> None:
-        self.proc = proc
-        self.output = output
-        self.workdir = workdir
-        self.plan_sha: str | None = None
-        assert proc.stdin is not None
-        self.messages = messages
-        self.writer = proc.stdin
-
-    async def send(self, message: dict[str, Any]) -> None:
-        writer = self.writer
-        writer.write(_wire.encode(message))
-        _keep_awake()
-        transport = writer.transport
-        if transport.get_write_buffer_size() or transport.is_closing():
-            await writer.drain()  # (a message that did not fit the pipe at once)
-
-    async def receive(self) -> dict[str, Any]:
-        return await self.messages.receive()
-
-    def cpu_seconds(self) -> float:
-        try:
-            with open(f"/proc/{self.proc.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-        except (OSError, IndexError, ValueError):
-            return 0.0
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.kill()
-        self.output.close()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-
 class SandboxPool:
     """Warm sandbox processes; ``runner(source, tools=...)`` gives workflow code for a plan."""
 
@@ -185,7 +59,7 @@ class SandboxPool:
         self.size = size
         self.max_size = max(size, max_size)
         self.limits = limits or Limits()
-        self._idle: list[_Process] = []
+        self._idle: list[Process] = []
         self._count = 0
         self._freed = asyncio.Condition()
         self._closed = False
@@ -208,19 +82,27 @@ class SandboxPool:
             await process.proc.wait()
         self._idle.clear()
 
-    async def _spawn(self) -> _Process:
+    async def _spawn(self) -> Process:
         self._count += 1
         workdir = tempfile.mkdtemp(prefix="agentflow-sandbox-")
-        process = _Process(*await _start_child(workdir), workdir)
-        await process.send({"op": "hello", "memory_bytes": self.limits.memory_bytes,
-                            "workdir": workdir})
-        ready = await process.receive()
-        if ready.get("op") != "ready":
-            process.kill()
-            raise SandboxCrashed(f"sandbox process did not start: {ready}")
+        process: Process | None = None
+        try:
+            process = Process(*await start_child(workdir), workdir)
+            await process.send({"op": "hello", "memory_bytes": self.limits.memory_bytes,
+                                "workdir": workdir})
+            ready = await process.receive()
+            if ready.get("op") != "ready":
+                raise SandboxCrashed(f"sandbox process did not start: {ready}")
+        except BaseException:
+            self._count -= 1  # the slot it took is free again
+            if process is not None:
+                process.kill()  # (removes the workdir too)
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+            raise
         return process
 
-    async def _acquire(self, sha: str) -> _Process:
+    async def _acquire(self, sha: str) -> Process:
         async with self._freed:
             while True:
                 for process in [p for p in self._idle if p.proc.returncode is not None]:
@@ -238,7 +120,7 @@ class SandboxPool:
                 await self._freed.wait()
         return await self._spawn()
 
-    async def _release(self, process: _Process, healthy: bool) -> None:
+    async def _release(self, process: Process, healthy: bool) -> None:
         if not healthy or self._closed:
             process.kill()
             with contextlib.suppress(Exception):
@@ -285,7 +167,7 @@ class SandboxPool:
         return run
 
 
-async def _load(process: _Process, source: str, tools: Mapping[str, Any],
+async def _load(process: Process, source: str, tools: Mapping[str, Any],
                 allowed_imports: frozenset[str]) -> None:
     await process.send({"op": "load", "source": source, "tools": sorted(tools),
                         "allowed_imports": sorted(allowed_imports)})
@@ -320,7 +202,7 @@ class _StreamEnded(Exception):
 class _Session:
     """The host side of one run: answers the plan's messages until it finishes."""
 
-    def __init__(self, process: _Process, step: Any, tools: Mapping[str, Callable[..., Any]],
+    def __init__(self, process: Process, step: Any, tools: Mapping[str, Callable[..., Any]],
                  print_sink: Callable[[str], None] | None, limits: Limits) -> None:
         self.process = process
         self.step = step
@@ -357,6 +239,8 @@ class _Session:
             return await self._serve(start)
         finally:
             messages.release_handler()
+            if self.finished.done() and not self.finished.cancelled():
+                self.finished.exception()  # (an outcome nobody awaited is not an error)
 
     async def _serve(self, start: dict[str, Any]) -> Any:
         assert self.finished is not None

@@ -9,15 +9,11 @@
 """
 
 from .binding import TenantBinding, TenantInstance, wrap_workflow_binding
-from .entrypoint import (
-    DispatchRequest,
-    LoadRunner,
-    create_dynamic_workflow_entrypoint,
-    dispatch_workflow,
-)
+from .entrypoint import create_dynamic_workflow_entrypoint, dispatch_workflow
 from .envelope import ENVELOPE_KEY, CodeRef, MissingEnvelopeError
 from .loader import Loader
 from .registry import CodeNotFoundError, CodeRegistry, CodeVersion
+from .request import DispatchRequest, LoadRunner
 
 __all__ = [
     "ENVELOPE_KEY",

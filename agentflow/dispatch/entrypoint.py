@@ -3,28 +3,16 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 from ..errors import AgentflowError, InvalidStateError
 from ..records import Event
 from ..workflow import Runner
 from .binding import SEPARATOR
-from .envelope import CodeRef, pinned, unwrap
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchRequest:
-    """What a loader gets: whose code, which version, the metadata and the caller's context."""
-
-    tenant_id: str
-    code: CodeRef
-    metadata: dict[str, Any]
-    context: Mapping[str, Any] = field(default_factory=dict)
-
-
-LoadRunner = Callable[[DispatchRequest], Runner | Awaitable[Runner]]
+from .envelope import pinned, unwrap
+from .loader import Loader
+from .request import DispatchRequest, LoadRunner
 
 
 async def dispatch_workflow(
@@ -37,9 +25,11 @@ async def dispatch_workflow(
     if not event.instance_id.startswith(prefix):
         # The envelope is written by the tenant's binding; this never holds for real data.
         raise InvalidStateError("the dispatch envelope does not match the instance's tenant")
-    # A loader with a cache answers a hit without the request records being built.
-    lookup = getattr(load_runner, "lookup", None)
-    runner: Runner | None = lookup(tenant, sha256) if lookup is not None else None
+    # A Loader (one that decides nothing per request) answers a hit from its cache without
+    # the request records being built.
+    runner: Runner | None = None
+    if type(load_runner).__call__ is Loader.__call__:
+        runner = cast(Loader, load_runner).lookup(tenant, sha256)
     if runner is None:
         envelope, _ = unwrap(event.payload)
         loaded = load_runner(DispatchRequest(tenant, envelope.code, envelope.metadata,

@@ -45,9 +45,12 @@ def wrap(params: Any, tenant_id: str, code: CodeRef, metadata: dict[str, Any]) -
 
 def unwrap(payload: Any) -> tuple[Envelope, Any]:
     data, params = _parts(payload)
+    metadata = data.get("metadata")
     try:
         code = CodeRef(**data["code"])
-        envelope = Envelope(str(data["tenant_id"]), code, dict(data.get("metadata") or {}))
+        if metadata is not None and not isinstance(metadata, dict):
+            raise TypeError(f"metadata must be an object, got {type(metadata).__name__}")
+        envelope = Envelope(str(data["tenant_id"]), code, dict(metadata or {}))
     except (KeyError, TypeError) as exc:
         raise InvalidArgumentError(f"malformed dispatch envelope: {exc}") from None
     return envelope, params
@@ -55,16 +58,19 @@ def unwrap(payload: Any) -> tuple[Envelope, Any]:
 
 def pinned(payload: Any) -> tuple[str, str, Any]:
     """(tenant id, code sha256, the tenant's params) without building the records: what a
-    dispatch needs when its tenant's code is cached. Checks what :func:`unwrap` checks that
-    the fields it reads are well formed, and that the code belongs to the same tenant."""
+    dispatch needs when its tenant's code is cached. An envelope :func:`unwrap` would refuse
+    is refused here too, with the same error; so is code that belongs to another tenant."""
     data, params = _parts(payload)
     tenant = data.get("tenant_id")
     code = data.get("code")
-    if not (isinstance(tenant, str) and isinstance(code, dict)
-            and isinstance(code.get("sha256"), str)):
-        unwrap(payload)  # raises the error naming what is malformed
+    metadata = data.get("metadata")
+    if not (isinstance(tenant, str) and isinstance(code, dict) and len(code) == 3
+            and isinstance(code.get("tenant_id"), str) and isinstance(code.get("name"), str)
+            and isinstance(code.get("sha256"), str)
+            and (metadata is None or isinstance(metadata, dict))):
+        unwrap(payload)  # raises the error that names what is malformed
         raise InvalidArgumentError("malformed dispatch envelope")
-    if code.get("tenant_id") != tenant:
+    if code["tenant_id"] != tenant:
         raise InvalidStateError("the dispatch envelope's code belongs to another tenant")
     return tenant, code["sha256"], params
 

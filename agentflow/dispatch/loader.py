@@ -11,9 +11,9 @@ from sandbox.process import SandboxPool
 
 from ..engine import Engine
 from ..workflow import Runner
-from .entrypoint import DispatchRequest
 from .envelope import CodeRef
 from .registry import CodeRegistry
+from .request import DispatchRequest
 
 Tools = Mapping[str, Callable[..., Any]]
 

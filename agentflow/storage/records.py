@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, NamedTuple
-
-_NO_DATA: Mapping[str, Any] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +61,7 @@ class HistoryItem(NamedTuple):
     type: str
     at: float
     step: str | None = None
-    data: Mapping[str, Any] = _NO_DATA
+    data: Mapping[str, Any] | None = None  # None: no data
     # The step occurrence, kept out of ``data`` so that the hot path skips JSON (the field
     # shadows tuple.count, on purpose).
     count: int | None = None  # type: ignore[assignment]

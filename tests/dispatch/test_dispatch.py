@@ -186,25 +186,56 @@ async def test_a_malformed_envelope_is_a_typed_error_and_loads_nothing(
     assert loader.hits == loader.misses == 0
 
 
-async def test_a_cached_runner_is_found_without_calling_the_loader(engine: af.Engine) -> None:
+async def test_a_loader_hit_is_served_from_its_cache_unless_call_is_overridden(
+    engine: af.Engine,
+) -> None:
     source = "async def run(event, step):\n    return event.payload['n'] * 2\n"
     loader = Loader(engine, mode="in-process")
     ref = await loader.registry.register("acme", "plans", source)
+    payload = {ENVELOPE_KEY: {"tenant_id": "acme", "code": ref.as_dict(), "metadata": {"m": 1}},
+               "params": {"n": 21}}
+    event = af.Event(payload, datetime.now(UTC), "acme.job", "plans")
+    for _ in range(3):
+        assert await dispatch_workflow({"c": 1}, event, None, loader) == 42
+    assert (loader.hits, loader.misses) == (2, 1)
+    assert loader.lookup("acme", ref.sha256) is not None
+    assert loader.lookup("acme", "f" * 64) is None
+    assert loader.lookup("globex", ref.sha256) is None  # another tenant's key misses
+
     calls: list[DispatchRequest] = []
 
-    class Counting(Loader):
+    class Checking(Loader):  # decides per request: every dispatch must reach it
         async def __call__(self, request: DispatchRequest) -> Runner:
             calls.append(request)
             return await super().__call__(request)
 
-    counting = Counting(engine, mode="in-process")
-    payload = {ENVELOPE_KEY: {"tenant_id": "acme", "code": ref.as_dict(), "metadata": {"m": 1}},
-               "params": {"n": 21}}
-    event = af.Event(payload, datetime.now(UTC), "acme.job", "plans")
-    assert await dispatch_workflow({"c": 1}, event, None, counting) == 42
-    assert calls == [DispatchRequest("acme", ref, {"m": 1}, {"c": 1})]  # a miss: one request
-    assert await dispatch_workflow({"c": 1}, event, None, counting) == 42
-    assert len(calls) == 1  # the hit came from lookup()
-    assert (counting.hits, counting.misses) == (1, 1)
-    assert counting.lookup("acme", "f" * 64) is None
-    assert counting.lookup("globex", ref.sha256) is None  # another tenant's key misses
+    checking = Checking(engine, mode="in-process")
+    for _ in range(3):
+        assert await dispatch_workflow({"c": 1}, event, None, checking) == 42
+    assert calls == [DispatchRequest("acme", ref, {"m": 1}, {"c": 1})] * 3
+    assert (checking.hits, checking.misses) == (2, 1)
+
+
+@pytest.mark.parametrize("change", ["extra-code-key", "no-name", "metadata-not-object"])
+async def test_a_malformed_envelope_is_refused_whether_or_not_the_code_is_cached(
+    change: str, engine: af.Engine,
+) -> None:
+    source = "async def run(event, step):\n    return 1\n"
+    loader = Loader(engine, mode="in-process")
+    ref = await loader.registry.register("acme", "plans", source)
+    good = {"tenant_id": "acme", "code": ref.as_dict(), "metadata": {}}
+    event = af.Event({ENVELOPE_KEY: good, "params": None}, datetime.now(UTC), "acme.j", "plans")
+    assert await dispatch_workflow(None, event, None, loader) == 1  # now cached
+    bad: dict[str, Any] = {**good, "code": dict(ref.as_dict())}
+    if change == "extra-code-key":
+        bad["code"]["extra"] = "x"
+    elif change == "no-name":
+        del bad["code"]["name"]
+    else:
+        bad["metadata"] = "zz"
+    event = af.Event({ENVELOPE_KEY: bad, "params": None}, datetime.now(UTC), "acme.j", "plans")
+    for warm in (True, False):
+        if not warm:
+            loader = Loader(engine, mode="in-process")
+        with pytest.raises(af.InvalidArgumentError, match="malformed dispatch envelope"):
+            await dispatch_workflow(None, event, None, loader)

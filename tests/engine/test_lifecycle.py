@@ -332,6 +332,7 @@ async def test_wait_returns_a_finished_instance_at_once_and_refuses_bad_timeouts
     instance = await engine.register("quick", run).create()
     assert (await instance.wait(timeout=10)).output == 7
     assert (await instance.wait(timeout=0)).output == 7  # done: no timer needed
+    assert (await instance.wait(timeout=10**400)).output == 7  # forever, not an overflow
     for bad in (-1, float("nan"), "10", True):
         with pytest.raises(af.InvalidArgumentError, match="wait timeout"):
             await instance.wait(timeout=bad)  # type: ignore[arg-type]

@@ -8,19 +8,19 @@ import asyncio
 import gc
 import weakref
 
-from sandbox import process
+from sandbox import _host_pipes
 
 
 async def _ticks_while_awake() -> tuple[bool, bool]:
-    process._keep_awake()
-    awake = process._AWAKE[asyncio.get_running_loop()]
+    _host_pipes.keep_awake()
+    awake = _host_pipes.AWAKE[asyncio.get_running_loop()]
     ticking_at_first = awake._ticking
-    await asyncio.sleep(process._KeepAwake.SECONDS * 20)  # long past the window
+    await asyncio.sleep(_host_pipes.KeepAwake.SECONDS * 20)  # long past the window
     return ticking_at_first, awake._ticking
 
 
 async def _write_and_leave() -> None:
-    process._keep_awake()  # the loop ends inside the window, its ticker never finishing
+    _host_pipes.keep_awake()  # the loop ends inside the window, its ticker never finishing
 
 
 def test_each_loop_keeps_awake_then_sleeps_again() -> None:

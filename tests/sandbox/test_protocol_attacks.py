@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import agentflow as af
+import sandbox._host_pipes
 import sandbox.process
 from sandbox.process import Limits, SandboxPool
 from tests.conftest import wait_for
@@ -858,7 +859,7 @@ class FakeChildren:
         self.mode: str | None = None
         self.sentinel = sentinel
         self.pools: list[SandboxPool] = []
-        real = sandbox.process._child_command
+        real = sandbox._host_pipes.child_command
 
         def command() -> list[str]:
             argv = real()
@@ -867,7 +868,7 @@ class FakeChildren:
                 self.mode = None
             return argv
 
-        monkeypatch.setattr(sandbox.process, "_child_command", command)
+        monkeypatch.setattr(sandbox._host_pipes, "child_command", command)
 
 
 @pytest.fixture
