@@ -41,17 +41,10 @@ class CompiledPlan:
     ) -> Runner:
         """Execute the module in fresh restricted globals; return its ``run(event, step)``.
         ``print`` output goes to ``print_sink``, at most ``print_limit`` bytes in all."""
-        return self._load(tools or {}, print_sink, print_limit)
-
-    def _load(self, tools: Mapping[str, Callable[..., Any]] | Tools,
-              print_sink: Callable[[str], None] | None, print_limit: int | None) -> Runner:
-        namespace = plan_globals(
-            tools=tools, allowed_imports=self.allowed_imports, print_sink=print_sink,
+        return _module_run(self.code, plan_globals(
+            tools=tools or {}, allowed_imports=self.allowed_imports, print_sink=print_sink,
             print_limit=print_limit,
-        )
-        exec(self.code, namespace)  # restricted bytecode: see the module docstring
-        run: Runner = namespace["run"]
-        return run
+        ))
 
     def runner(
         self,
@@ -71,11 +64,16 @@ class CompiledPlan:
             # reaches the next, and each run's print budget is its own.
             namespace = template.copy()
             namespace["_print_"] = PrintLog(_run_output(getattr(step, "log", None), print_sink))
-            exec(code, namespace)  # restricted bytecode: see the module docstring
-            run: Runner = namespace["run"]
-            return await run(event, step)
+            return await _module_run(code, namespace)(event, step)
 
         return run_in_process
+
+
+def _module_run(code: CodeType, namespace: dict[str, Any]) -> Runner:
+    """Execute the plan's module in ``namespace``; its ``run``."""
+    exec(code, namespace)  # restricted bytecode: see the module docstring
+    run: Runner = namespace["run"]
+    return run
 
 
 def _run_output(log: Any, sink: Callable[[str], None] | None) -> Callable[[str], None] | None:
