@@ -61,6 +61,7 @@ class RunState:
     deferred: list[StepRecord] = field(default_factory=list)
     logged: int = 0
     replayed: int = 0  # journal entries at the start of the run: the replay's length
+    inbox_pending: bool = True  # False: the inbox was empty when the run was claimed
     busy: int = 0
     busy_since: float = 0.0
     _idle: asyncio.Event = field(default_factory=asyncio.Event)

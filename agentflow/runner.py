@@ -39,6 +39,7 @@ async def load_run(ctx: RunContext, row: InstanceRow) -> RunState:
         max_steps=ctx.max_steps, journal={(r.name, r.count): r for r in journal},
         notify=ctx.notify, pause_requested=row.status == "waiting_for_pause",
         busy_runs=ctx.busy_runs, deadlines=ctx.deadlines, replayed=len(journal),
+        inbox_pending=row.inbox_pending,
     )
 
 

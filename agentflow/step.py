@@ -262,7 +262,12 @@ class Step:
         if reask:
             run.history("approval.requested", name, count, type=event_type,
                         until=deadline_at, **(request or {}))
-        event = await run.storage.next_inbox_event(run.iid, event_type)
+        # An inbox empty at the claim needs no read: an event sent since is found by the
+        # suspend, which then queues the instance again instead of hibernating it.
+        event = (
+            await run.storage.next_inbox_event(run.iid, event_type) if run.inbox_pending
+            else None
+        )
         if event is not None:
             # Splice the stored payload in: it was checked against the size limit when sent.
             text = (

@@ -93,11 +93,16 @@ class Scheduling:
         rows: list[InstanceRow] = []
         for start in range(0, len(iids), 500):  # stay under SQLite's parameter limit
             chunk = iids[start:start + 500]
-            rows.extend(_instance(r) for r in conn.execute(
+            marks = ','.join('?' * len(chunk))
+            inbox = {iid for (iid,) in conn.execute(
+                f"SELECT DISTINCT iid FROM inbox WHERE consumed_by IS NULL AND iid IN ({marks})",
+                chunk,
+            )}
+            rows.extend(_instance(r, r[0] in inbox) for r in conn.execute(
                 "UPDATE instances SET status = CASE WHEN status = 'waiting_for_pause' "
                 "THEN status ELSE 'running' END, owner = ? || '#' || CAST(runs + 1 AS TEXT), "
                 "lease_until = ?, woken = 1, wake_at = NULL, wait_types = NULL, "
-                f"runs = runs + 1, updated_at = ? WHERE iid IN ({','.join('?' * len(chunk))}) "
+                f"runs = runs + 1, updated_at = ? WHERE iid IN ({marks}) "
                 f"RETURNING {_INSTANCE_COLUMNS}",
                 (worker, lease_until, now, *chunk),
             ).fetchall())

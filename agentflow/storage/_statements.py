@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .protocol import LeaseLost
-from .records import InstanceRow, StepRecord
+from .records import HistoryItem, InstanceRow, StepRecord
 
 SCHEMA_VERSION = 4
 WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
@@ -24,10 +24,10 @@ _STEP_COLUMNS = (
 )
 
 
-def _instance(row: Sequence[Any]) -> InstanceRow:
+def _instance(row: Sequence[Any], inbox_pending: bool = True) -> InstanceRow:
     values = list(row)
     values[11] = tuple(json.loads(values[11])) if values[11] else ()
-    return InstanceRow(*values)
+    return InstanceRow(*values, inbox_pending)
 
 
 _UPSERT_STEP = (
@@ -70,6 +70,16 @@ _INSERT_HISTORY = (
     "INSERT INTO history (iid, at, type, step, count, attempt, since, data) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _history_row(iid: int, h: HistoryItem) -> tuple[Any, ...]:
+    return (iid, h.at, h.type, h.step, h.count, h.attempt, h.since,
+            _dumps(h.data) if h.data else None)
+
+
+def _history_rows(iid: int, items: Sequence[HistoryItem]) -> list[tuple[Any, ...]]:
+    """The parameters of ``_INSERT_HISTORY`` for ``items`` (encoding their data)."""
+    return [_history_row(iid, h) for h in items]
 
 
 def _owned_status(conn: Any, iid: int, owner: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 
@@ -26,6 +26,10 @@ class InstanceRow:
     lease_until: float | None = None
     runs: int = 0
     tenant: str | None = None
+    # Whether unconsumed events may be in the instance's inbox. A claim reads it exactly, so
+    # a run that knows its inbox was empty skips reading it before its first wait (an event
+    # that arrives while it runs is found when the run suspends); anyone else assumes True.
+    inbox_pending: bool = field(default=True, compare=False)
 
 
 class StepRecord(NamedTuple):

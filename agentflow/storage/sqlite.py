@@ -25,6 +25,8 @@ from ._statements import (
     SCHEMA_VERSION,
     WAKE_HEAD_START,
     _dumps,
+    _history_row,
+    _history_rows,
     _instance,
     _owned_status,
     _step_values,
@@ -44,6 +46,21 @@ from .records import (
 
 __all__ = ["SCHEMA_VERSION", "WAKE_HEAD_START", "SqliteStorage"]
 
+# Suspending a run: hibernate, queue again, or (a pause was asked for) pause; every CASE reads
+# the row as it was. Parameters: status, wake_at, wait_types, paused_at, ready_at, updated_at,
+# iid, owner and the two active statuses. (The casts type the parameters for PostgreSQL.)
+_SUSPEND = (
+    "UPDATE instances SET "
+    "status = CASE status WHEN 'waiting_for_pause' THEN 'paused' ELSE ? END, "
+    "wake_at = CASE status WHEN 'waiting_for_pause' THEN NULL "
+    "ELSE CAST(? AS DOUBLE PRECISION) END, "
+    "wait_types = CASE status WHEN 'waiting_for_pause' THEN NULL ELSE ? END, "
+    "paused_at = CASE status WHEN 'waiting_for_pause' THEN CAST(? AS DOUBLE PRECISION) "
+    "ELSE NULL END, "
+    "owner = NULL, lease_until = NULL, ready_at = ?, updated_at = ? "
+    "WHERE iid = ? AND owner = ? AND status IN (?, ?) RETURNING status"
+)
+
 
 class SqliteStorage(Scheduling):
     """Storage on one SQLite file. Several processes may open the same file."""
@@ -55,13 +72,7 @@ class SqliteStorage(Scheduling):
     def _history(self, iid: int, items: Sequence[HistoryItem]) -> None:
         """Append history rows; inside a write unit, they are inserted with its commit."""
         if items:
-            self._db.later(_INSERT_HISTORY, [
-                (
-                    iid, h.at, h.type, h.step, h.count, h.attempt, h.since,
-                    _dumps(h.data) if h.data else None,
-                )
-                for h in items
-            ])
+            self._db.later(_INSERT_HISTORY, _history_rows(iid, items))
 
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -286,34 +297,36 @@ class SqliteStorage(Scheduling):
         wait_types: Sequence[str], history: Sequence[HistoryItem], *,
         records: Sequence[StepRecord] = (),
     ) -> str:
+        types = sorted(set(wait_types))
+        rows = _history_rows(iid, history)  # encoded before the first write: it may raise
+
         def run(conn: sqlite3.Connection) -> str:
-            status = _owned_status(conn, iid, owner)
-            _upsert_steps(conn, iid, records)
-            types = sorted(set(wait_types))
+            # An event that arrived while the run went on (the run may not have looked)
+            # queues the instance again rather than letting it hibernate.
             pending = bool(types) and conn.execute(
                 f"SELECT 1 FROM inbox WHERE iid = ? AND consumed_by IS NULL AND type IN "
                 f"({','.join('?' * len(types))}) LIMIT 1",
                 (iid, *types),
             ).fetchone() is not None
-            new: tuple[str, float | None, str | None, float | None]
-            if status == "waiting_for_pause":
-                new = ("paused", None, None, now)
-            elif pending or (wake_at is None and not types) or (
+            if pending or (wake_at is None and not types) or (
                 wake_at is not None and wake_at <= now
             ):
-                new = ("queued", None, None, None)
+                new: tuple[str, float | None, str | None] = ("queued", None, None)
             else:
-                new = ("waiting", wake_at, _dumps(types), None)
-            conn.execute(
-                "UPDATE instances SET status = ?, wake_at = ?, wait_types = ?, paused_at = ?,"
-                " owner = NULL, lease_until = NULL, ready_at = ?, updated_at = ? WHERE iid = ?",
-                (*new, now, now, iid),
-            )
-            extra = [HistoryItem(f"instance.{new[0]}", now)] if new[0] != "queued" else []
-            self._history(iid, [*history, *extra])
-            return new[0]
+                new = ("waiting", wake_at, _dumps(types))
+            # The ownership check is the update's own condition; a pause asked for meanwhile
+            # wins over both outcomes.
+            row = conn.execute(_SUSPEND, (*new, now, now, now, iid, owner, *_ACTIVE)).fetchone()
+            if row is None:
+                _owned_status(conn, iid, owner)  # raises LeaseLost with the reason
+                raise LeaseLost("unknown")
+            status = str(row[0])
+            _upsert_steps(conn, iid, records)
+            self._db.later(_INSERT_HISTORY, rows if status == "queued" else [
+                *rows, _history_row(iid, HistoryItem(f"instance.{status}", now))])
+            return status
 
-        return await self._db.write(run)
+        return await self._db.write(run, savepoint=False)
 
     async def finish(
         self, iid: int, owner: str, now: float, status: str, output: str | None,

@@ -104,6 +104,47 @@ async def test_events_sent_before_the_wait_are_buffered_fifo_per_type(
     assert details.output == [[{"n": 1}, {"n": 2}, {"n": 3}], "no", "reject"]
 
 
+async def test_an_event_sent_before_the_first_run_is_received(db_path: Path) -> None:
+    async def run(event: af.Event, step: af.Step) -> Any:
+        return (await step.wait_for_event("w", type="go", timeout="1 hour")).payload
+
+    async with af.Engine.open(f"sqlite:///{db_path}", worker=False) as api:
+        api.register("wf", run)
+        instance = await api.binding("wf").create(id="early")
+        await instance.send_event("go", {"early": True})
+        assert (await instance.status()).status == "queued"
+    async with af.Engine.open(f"sqlite:///{db_path}") as engine:
+        engine.register("wf", run)
+        done = await wait_for(await engine.binding("wf").get("early"), "complete")
+        assert done.output == {"early": True}
+
+
+async def test_an_event_sent_while_the_run_is_in_a_step_is_received(
+    engine: af.Engine,
+) -> None:
+    # The run was claimed with an empty inbox, so it does not read the inbox before its wait:
+    # the suspend must find the event and run the instance again.
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> str:
+        entered.set()
+        await release.wait()
+        return "done"
+
+    async def run(event: af.Event, step: af.Step) -> Any:
+        await step.do("slow", slow)
+        return (await step.wait_for_event("w", type="go", timeout="1 hour")).payload
+
+    instance = await engine.register("wf", run).create()
+    await asyncio.wait_for(entered.wait(), 10)
+    await instance.send_event("go", "mid-run")
+    release.set()
+    done = await wait_for(instance, "complete")
+    assert done.output == "mid-run"
+    types = [e.type async for e in instance.events(follow=False)]
+    assert "instance.waiting" not in types  # it never hibernated with the event in its inbox
+
+
 async def test_a_completed_wait_returns_the_same_event_on_replay(
     engine: af.Engine, clock: af.FakeClock
 ) -> None:
