@@ -27,7 +27,7 @@ _STEP_COLUMNS = (
 def _instance(row: Sequence[Any], inbox_pending: bool = True) -> InstanceRow:
     values = list(row)
     values[11] = tuple(json.loads(values[11])) if values[11] else ()
-    return InstanceRow(*values, inbox_pending)
+    return InstanceRow(*values, inbox_pending=inbox_pending)
 
 
 _UPSERT_STEP = (
