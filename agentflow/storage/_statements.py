@@ -27,7 +27,8 @@ _STEP_COLUMNS = (
 def _instance(row: Sequence[Any], inbox_pending: bool = True) -> InstanceRow:
     values = list(row)
     values[11] = tuple(json.loads(values[11])) if values[11] else ()
-    return InstanceRow(*values, inbox_pending=inbox_pending)
+    values.append(inbox_pending)
+    return InstanceRow(*values)
 
 
 _UPSERT_STEP = (
