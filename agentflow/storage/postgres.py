@@ -111,6 +111,7 @@ class PostgresStorage(SqliteStorage):
 
     # -- where the dialects differ ------------------------------------------------------------
     _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
+    _BULK_INSERT = False  # rows one statement at a time, each returning its iid
 
     def _serialise(self, conn: Any, key: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))

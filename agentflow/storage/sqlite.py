@@ -10,9 +10,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import DuplicateInstanceError, StorageError
+from ..errors import StorageError
 from . import _sqlite_approvals as _approvals
 from ._connection import Connection
+from ._create import insert_instances
 from ._sqlite_scheduling import Scheduling
 from ._statements import (
     _ACTIVE,
@@ -64,6 +65,9 @@ _SUSPEND = (
 
 class SqliteStorage(Scheduling):
     """Storage on one SQLite file. Several processes may open the same file."""
+
+    # Batches of new instances go in with one executemany (SQLite counts its rows).
+    _BULK_INSERT = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -121,35 +125,16 @@ class SqliteStorage(Scheduling):
         skip_existing: bool, tenant: str | None = None,
     ) -> list[InstanceRow]:
         def run(conn: sqlite3.Connection) -> list[InstanceRow]:
-            created: list[InstanceRow] = []
-            seen: set[str] = set()
-            for id, params in items:
-                if id in seen:
-                    if skip_existing:
-                        continue
-                    raise DuplicateInstanceError(f"instance id {id!r} appears twice in the batch")
-                seen.add(id)
-                inserted = conn.execute(
-                    "INSERT INTO instances (workflow, id, status, params, created_at, updated_at,"
-                    " ready_at, tenant) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING RETURNING iid",
-                    (workflow, id, params, now, now, now, tenant),
-                ).fetchone()
-                if inserted is None:
-                    if skip_existing:
-                        continue
-                    raise DuplicateInstanceError(
-                        f"an instance with id {id!r} already exists in workflow {workflow!r}; "
-                        "choose another id, or use get(id) to reach the existing one"
-                    )
-                iid = int(inserted[0])
-                self._history(iid, [HistoryItem("instance.queued", now)])
-                created.append(
-                    InstanceRow(iid, workflow, id, "queued", params, now, now, tenant=tenant)
-                )
+            created = insert_instances(conn, workflow, items, now, tenant,
+                                       skip_existing=skip_existing, bulk=self._BULK_INSERT)
+            self._db.later(_INSERT_HISTORY, [
+                (row.iid, now, "instance.queued", None, None, None, None, None)
+                for row in created
+            ])
             return created
 
-        return await self._db.write(run)
+        # One item raises before its only write; a batch may raise after some.
+        return await self._db.write(run, savepoint=len(items) > 1)
 
     async def get_instance(self, workflow: str, id: str) -> InstanceRow | None:
         def run(conn: sqlite3.Connection) -> InstanceRow | None:
@@ -194,10 +179,13 @@ class SqliteStorage(Scheduling):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
-        sql = f"SELECT {_INSTANCE_COLUMNS} FROM instances"
+        # Newest first: the ids are picked from an index alone (every index holds the iid),
+        # then only those rows are read; sorting whole rows read every matching one.
+        picked = "SELECT iid FROM instances"
         if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY iid DESC LIMIT ?"
+            picked += " WHERE " + " AND ".join(where)
+        sql = (f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE iid IN "
+               f"({picked} ORDER BY iid DESC LIMIT ?) ORDER BY iid DESC")
         args.append(limit)
         return await self._db.read(
             lambda conn: [_instance(r) for r in conn.execute(sql, args).fetchall()]

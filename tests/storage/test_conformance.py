@@ -155,6 +155,28 @@ async def test_create_skip_existing_is_idempotent(storage: Storage) -> None:
     assert [h.type for h in await storage.read_history(b.iid)] == ["instance.queued"]
 
 
+async def test_create_a_large_batch_with_and_without_taken_ids(storage: Storage) -> None:
+    # Large batches take a bulk path on some backends; a taken id sends it back to rows.
+    first = [(f"i{n:04d}", params(f"i{n:04d}")) for n in range(600)]
+    created = await storage.create_instances(WF, first, T0, skip_existing=False)
+    assert ids(created) == [id for id, _ in first]
+    assert len({r.iid for r in created}) == 600
+    for row in (created[0], created[499], created[500], created[-1]):
+        assert await storage.get_instance(WF, row.id) == row
+        assert [h.type for h in await storage.read_history(row.iid)] == ["instance.queued"]
+    second = [(f"j{n:04d}", None) for n in range(10)]
+    taken = [*second[:5], ("i0003", '"again"'), *second[5:]]
+    with pytest.raises(DuplicateInstanceError, match="i0003"):
+        await storage.create_instances(WF, taken, T0 + 1, skip_existing=False)
+    assert await storage.get_instance(WF, "j0000") is None
+    skipped = await storage.create_instances(WF, taken, T0 + 2, skip_existing=True)
+    assert ids(skipped) == [id for id, _ in second]
+    assert await current(storage, created[3]) == created[3]
+    for row in skipped:
+        assert await storage.get_instance(WF, row.id) == row
+    assert len(await storage.list_instances(workflow=WF, limit=1000)) == 610
+
+
 async def test_same_id_in_two_workflows(storage: Storage) -> None:
     (a,) = await create(storage, "a")
     (other,) = await create(storage, "a", workflow=OTHER)
