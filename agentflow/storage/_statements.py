@@ -7,6 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from .._codec import compact_encoder
 from .protocol import LeaseLost
 from .records import HistoryItem, InstanceRow, StepRecord
 
@@ -64,7 +65,7 @@ def _upsert_steps(conn: Any, iid: int, records: Sequence[StepRecord]) -> None:
         conn.executemany(_UPSERT_STEP, [_step_values(iid, r) for r in records])
 
 
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_dumps = compact_encoder()
 
 
 _INSERT_HISTORY = (
