@@ -76,6 +76,8 @@ def _diag(node: ast.AST, code: str, message: str, hint: str) -> Diagnostic:
 # which is a third of a typical tree.
 _LEAVES = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop)
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+# The commonest nodes (a third of a plan), which hold nothing to walk into.
+_NO_CHILDREN = frozenset({ast.Name, ast.Constant})
 
 # Where a node sits: None at module level, else (enclosing scope, function name or None,
 # whether it is a step.do body argument). Whether a scope runs inside a step is decided after
@@ -110,6 +112,8 @@ class _Walk:
             body = rule(self, node, scope) if rule is not None else None
             if kind in _FUNCTIONS:
                 scope = (scope, node.name, False)  # type: ignore[attr-defined]
+            if kind in _NO_CHILDREN:
+                continue
             depth += 1
             if body is not None:  # a step.do call: its body argument runs inside the step
                 assert isinstance(node, ast.Call)

@@ -24,7 +24,9 @@ def _reference_policy() -> type[PlanPolicy]:
     # what is compared)
     own = {name: value for name, value in vars(PlanPolicy).items()
            if name.startswith("visit_") and name not in PlanPolicy.FAST_EQUIVALENTS}
-    return type("ReferencePolicy", (PlanPolicy,), {**stock, **own})
+    originals = {name: vars(RestrictingNodeTransformer)[original]
+                 for name, original in PlanPolicy.FAST_EQUIVALENTS.items()}
+    return type("ReferencePolicy", (PlanPolicy,), {**stock, **own, **originals})
 
 
 Reference = _reference_policy()
