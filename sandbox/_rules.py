@@ -75,9 +75,21 @@ def _diag(node: ast.AST, code: str, message: str, hint: str) -> Diagnostic:
 # Nodes with no children that no rule looks at (contexts and operators): the walk skips them,
 # which is a third of a typical tree.
 _LEAVES = (ast.expr_context, ast.operator, ast.boolop, ast.cmpop, ast.unaryop)
-_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_FUNCTIONS = frozenset({ast.FunctionDef, ast.AsyncFunctionDef})
 # The commonest nodes (a third of a plan), which hold nothing to walk into.
 _NO_CHILDREN = frozenset({ast.Name, ast.Constant})
+
+
+def _node_classes(base: type[ast.AST]) -> set[type[ast.AST]]:
+    found = {base}
+    for sub in base.__subclasses__():
+        found |= _node_classes(sub)
+    return found
+
+
+# Every node class the walk goes into: all of them but the leaves (one set lookup per child
+# instead of two isinstance checks).
+_WALKABLE = frozenset(kind for kind in _node_classes(ast.AST) if not issubclass(kind, _LEAVES))
 
 # Where a node sits: None at module level, else (enclosing scope, function name or None,
 # whether it is a step.do body argument). Whether a scope runs inside a step is decided after
@@ -100,20 +112,21 @@ class _Walk:
     def run(self, tree: ast.Module) -> None:
         stack: list[tuple[ast.AST, int, _Scope]] = [(tree, 0, None)]
         pop, push = stack.pop, stack.append
+        rules, walkable, max_depth = _RULES, _WALKABLE, self.max_depth
         while stack:
             node, depth, scope = pop()
-            if depth > self.max_depth:
+            if depth > max_depth:
                 raise TooDeep(_diag(
-                    node, "too-deep", f"the plan nests more than {self.max_depth} levels deep",
+                    node, "too-deep", f"the plan nests more than {max_depth} levels deep",
                     "flatten deeply nested expressions and blocks into several statements",
                 ))
             kind = type(node)
-            rule = _RULES.get(kind)
+            rule = rules.get(kind)
             body = rule(self, node, scope) if rule is not None else None
-            if kind in _FUNCTIONS:
-                scope = (scope, node.name, False)  # type: ignore[attr-defined]
             if kind in _NO_CHILDREN:
                 continue
+            if kind in _FUNCTIONS:
+                scope = (scope, node.name, False)  # type: ignore[attr-defined]
             depth += 1
             if body is not None:  # a step.do call: its body argument runs inside the step
                 assert isinstance(node, ast.Call)
@@ -124,9 +137,9 @@ class _Walk:
                 value = getattr(node, name, None)
                 if type(value) is list:
                     for item in value:
-                        if isinstance(item, ast.AST) and not isinstance(item, _LEAVES):
+                        if type(item) in walkable:
                             push((item, depth, scope))
-                elif isinstance(value, ast.AST) and not isinstance(value, _LEAVES):
+                elif type(value) in walkable:
                     push((value, depth, scope))
 
     def scope_dependent(self) -> list[Diagnostic]:
