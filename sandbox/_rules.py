@@ -134,7 +134,7 @@ class _Walk:
                     push((part, depth, (scope, None, True) if part is body else scope))
                 continue
             for name in node._fields:
-                value = getattr(node, name, None)
+                value: Any = getattr(node, name, None)
                 if type(value) is list:
                     for item in value:
                         if type(item) in walkable:
