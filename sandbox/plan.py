@@ -17,7 +17,7 @@ from typing import Any
 
 from ._runtime import MAX_PRINT_BYTES, PrintLog, Tools, globals_template, plan_globals
 from .report import PlanRejected, Report
-from .validate import DEFAULT_IMPORTS, analyse
+from .validate import DEFAULT_IMPORTS, analyse, validate
 
 Runner = Callable[[Any, Any], Awaitable[Any]]
 
@@ -123,6 +123,26 @@ def compile_plan(
         if len(_COMPILED) > _CACHE_SIZE:
             _COMPILED.popitem(last=False)
     return plan
+
+
+def check_plan(
+    source: str,
+    *,
+    tools: Iterable[str] | None = None,
+    allowed_imports: Iterable[str] = DEFAULT_IMPORTS,
+) -> Report:
+    """The report of a valid plan (raises :class:`PlanRejected` otherwise), for a host that
+    runs the plan elsewhere: validated as :func:`compile_plan` does, without compiling it
+    here (a quarter of the cost), unless it is compiled already."""
+    allowed = frozenset(allowed_imports)
+    granted = None if tools is None else frozenset(tools)
+    cached = _COMPILED.get((source, granted, allowed)) if isinstance(source, str) else None
+    if cached is not None:
+        return cached.report
+    report = validate(source, tools=granted, allowed_imports=allowed)
+    if not report.ok:
+        raise PlanRejected(report)
+    return report
 
 
 _CACHE_SIZE = 256
