@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from datetime import datetime, timedelta
@@ -104,7 +105,10 @@ def duration(value: object, *, what: str = "duration") -> float:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond any float
+            seconds = math.inf
     elif isinstance(value, str):
         seconds = _parse_duration(value, what)
     else:
@@ -113,20 +117,29 @@ def duration(value: object, *, what: str = "duration") -> float:
             f"'10 seconds', got {type(value).__name__}"
         )
     if not math.isfinite(seconds) or seconds < 0:
-        raise InvalidDurationError(f"{what} must be a finite, non-negative time, got {value!r}")
+        raise InvalidDurationError(
+            f"{what} must be a finite, non-negative time, got {repr(value)[:80]}")
     return seconds
 
 
 def _parse_duration(text: str, what: str) -> float:
+    seconds = _duration_text_seconds(text)
+    if seconds is None:
+        raise InvalidDurationError(
+            f"invalid {what} {text[:60]!r}: write 'N unit' with unit one of millisecond, second, "
+            "minute, hour, day, week, month, year (plural allowed), e.g. '10 seconds'"
+        )
+    return seconds
+
+
+@functools.lru_cache(maxsize=256)  # plans repeat the same few texts ('7 days') on every wait
+def _duration_text_seconds(text: str) -> float | None:
     match = _DURATION.fullmatch(text)
     unit = match.group(2).lower() if match else ""
     if match and unit not in _UNIT_SECONDS and unit.endswith("s"):
         unit = unit[:-1]
     if not match or unit not in _UNIT_SECONDS:
-        raise InvalidDurationError(
-            f"invalid {what} {text[:60]!r}: write 'N unit' with unit one of millisecond, second, "
-            "minute, hour, day, week, month, year (plural allowed), e.g. '10 seconds'"
-        )
+        return None
     return float(match.group(1)) * _UNIT_SECONDS[unit]
 
 

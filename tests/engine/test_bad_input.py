@@ -415,6 +415,7 @@ BAD_DURATIONS: list[tuple[str, Any, str]] = [
     ("bool", True, "not a bool"),
     ("none", None, "got NoneType"),
     ("words", "ten seconds", "'ten seconds'"),
+    ("int-beyond-float", 10**400, "finite"),
 ]
 DURATION_CASES = [
     pytest.param(kind, value, fragment, id=f"{kind}-{case}")
