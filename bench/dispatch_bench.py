@@ -34,7 +34,6 @@ from sandbox_bench import hundred_line_plan
 
 import agentflow as af
 import sandbox
-from sandbox.process import SandboxPool
 from agentflow.dispatch import (
     ENVELOPE_KEY,
     CodeRef,
@@ -43,6 +42,7 @@ from agentflow.dispatch import (
     Loader,
     dispatch_workflow,
 )
+from sandbox.process import SandboxPool
 
 NAME = "plan"
 TOOLS = {"fetch": lambda url: {"url": url}, "deploy": lambda what: what}
