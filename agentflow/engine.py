@@ -220,9 +220,14 @@ class Engine:
         tenant: str | None = None,
     ) -> list[InstanceRow]:
         self._check_open()
+        worker = self._worker
+        start = None if worker is None else worker.start_now(workflow)
         rows = await self._storage.create_instances(
-            workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant
+            workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant,
+            start=start,
         )
+        if worker is not None and start is not None:
+            worker.adopt([row for row in rows if row.owner is not None])
         self._worker_signal(None, None)
         return rows
 

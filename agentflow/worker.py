@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from .run_state import FLUSH_STARTED_AFTER, RunState
 from .runner import RunContext, execute, load_run
-from .storage import InstanceRow
+from .storage import InstanceRow, StartNow
 from .workflow import Runner
 
 log = logging.getLogger("agentflow.worker")
@@ -105,6 +105,19 @@ class Worker:
             self.id, self.ctx.clock.now(), lease_now, lease_now + self.config.lease_seconds,
             limits, self.tenant_limits(),
         )
+        self.adopt(rows)
+
+    def start_now(self, workflow: str) -> StartNow | None:
+        """For new instances of ``workflow``: start them at once (see ``StartNow``) when this
+        worker runs the workflow and claims its instances in plain queue order (a workflow
+        with tenant quotas is left to the fair claim)."""
+        limit = self.limits().get(workflow)
+        if self._closing or limit is None or workflow in self.tenant_limits():
+            return None
+        return StartNow(self.id, time.time() + self.config.lease_seconds, limit)
+
+    def adopt(self, rows: list[InstanceRow]) -> None:
+        """Run instances claimed for this worker."""
         for row in rows:
             active = _ActiveRun(row)
             self._runs[row.iid] = active

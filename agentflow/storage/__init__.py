@@ -14,6 +14,7 @@ from .records import (
     HistoryRow,
     InboxEvent,
     InstanceRow,
+    StartNow,
     StepRecord,
 )
 from .sqlite import SqliteStorage
@@ -57,6 +58,7 @@ __all__ = [
     "InstanceRow",
     "LeaseLost",
     "SqliteStorage",
+    "StartNow",
     "StepRecord",
     "Storage",
     "storage_from_url",

@@ -10,7 +10,7 @@ from typing import Any
 from ._connection import Connection
 from ._fair import fair_candidates
 from ._statements import _ACTIVE, _INSTANCE_COLUMNS, WAKE_HEAD_START, _instance
-from .records import HistoryItem, InstanceRow
+from .records import HistoryItem, InstanceRow, StartNow
 
 
 class Scheduling:
@@ -43,6 +43,25 @@ class Scheduling:
             return claimed
 
         return await self._db.write(run)
+
+    def _startable(self, conn: Any, workflow: str, start: StartNow, now: float) -> int:
+        """How many new instances may start at once: the workflow's free slots, or none while
+        an instance waits for one (queued, or a due sleeper: they go first)."""
+        self._serialise(conn, f"claim:{workflow}")  # counted as a claim counts
+        waiting_for_slot = conn.execute(
+            "SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued' LIMIT 1",
+            (workflow,),
+        ).fetchone() or conn.execute(
+            "SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' AND sched <= ? "
+            "LIMIT 1", (workflow, now),
+        ).fetchone()
+        if waiting_for_slot:
+            return 0
+        (active,) = conn.execute(
+            "SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?)",
+            (workflow, *_ACTIVE),
+        ).fetchone()
+        return max(0, start.limit - int(active))
 
     def _fair_candidates(
         self, conn: Any, workflow: str, free: int, now: float, quota: int | None,

@@ -19,6 +19,7 @@ from .records import (
     HistoryRow,
     InboxEvent,
     InstanceRow,
+    StartNow,
     StepRecord,
 )
 
@@ -44,11 +45,13 @@ class Storage(Protocol):
     # -- instances ------------------------------------------------------------------------
     async def create_instances(
         self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
-        skip_existing: bool, tenant: str | None = None,
+        skip_existing: bool, tenant: str | None = None, start: StartNow | None = None,
     ) -> list[InstanceRow]:
         """Insert queued instances (id, params). Returns the created rows. Without
         ``skip_existing`` an existing or repeated id raises ``DuplicateInstanceError`` and
-        nothing is inserted."""
+        nothing is inserted. With ``start``, as many as the workflow's free slots allow (none
+        if an instance is queued or due) are inserted running instead, claimed for
+        ``start.worker`` (their rows have its owner token)."""
         ...
 
     async def get_instance(self, workflow: str, id: str) -> InstanceRow | None: ...

@@ -32,6 +32,18 @@ class InstanceRow:
     inbox_pending: bool = field(default=True, compare=False)
 
 
+@dataclass(frozen=True, slots=True)
+class StartNow:
+    """Asks ``create_instances`` to start new instances at once, as a claim by ``worker``
+    would, when their workflow has free slots (of ``limit``) and no instance is waiting for
+    one (woken instances go first): they are inserted running, leased until
+    ``lease_until``, and the worker runs them without claiming them."""
+
+    worker: str
+    lease_until: float
+    limit: int
+
+
 class StepRecord(NamedTuple):
     """One journal entry: a step occurrence and its outcome so far.
 

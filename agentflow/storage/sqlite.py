@@ -42,6 +42,7 @@ from .records import (
     HistoryRow,
     InboxEvent,
     InstanceRow,
+    StartNow,
     StepRecord,
 )
 
@@ -122,15 +123,20 @@ class SqliteStorage(Scheduling):
     # -- instances --------------------------------------------------------------------------
     async def create_instances(
         self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
-        skip_existing: bool, tenant: str | None = None,
+        skip_existing: bool, tenant: str | None = None, start: StartNow | None = None,
     ) -> list[InstanceRow]:
         def run(conn: sqlite3.Connection) -> list[InstanceRow]:
+            started = 0 if start is None else self._startable(conn, workflow, start, now)
             created = insert_instances(conn, workflow, items, now, tenant,
-                                       skip_existing=skip_existing, bulk=self._BULK_INSERT)
-            self._db.later(_INSERT_HISTORY, [
-                (row.iid, now, "instance.queued", None, None, None, None, None)
-                for row in created
-            ])
+                                       skip_existing=skip_existing, bulk=self._BULK_INSERT,
+                                       start=start, started=min(started, len(items)))
+            history: list[tuple[Any, ...]] = []
+            for row in created:
+                history.append((row.iid, now, "instance.queued", None, None, None, None, None))
+                if row.owner is not None:
+                    history.append((row.iid, now, "instance.started", None, None, None, None,
+                                    '{"run":1}'))
+            self._db.later(_INSERT_HISTORY, history)
             return created
 
         # One item raises before its only write; a batch may raise after some.

@@ -211,6 +211,43 @@ async def test_concurrency_limit_queues_and_never_exceeds(engine: af.Engine) -> 
     assert peak == 3
 
 
+async def test_two_engines_creating_at_once_share_the_limit(db_url: str) -> None:
+    # New instances may start in the create itself when slots are free: two engines on one
+    # database, both creating, must still never run more than the limit between them.
+    running = 0
+    peak = 0
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await gate.wait()
+        await asyncio.sleep(0.002)
+        running -= 1
+
+    async def run(event: af.Event, step: af.Step) -> int:
+        await step.do("work", work)
+        return int(event.payload)
+
+    async with af.Engine.open(db_url, poll_interval=0.05) as one, \
+            af.Engine.open(db_url, poll_interval=0.05) as two:
+        first, second = (e.register("wf", run, concurrency=3) for e in (one, two))
+        instances = await first.create_batch([{"params": n} for n in range(3)])
+        instances += await second.create_batch([{"params": n} for n in range(3, 6)])
+        instances.append(await second.create(params=6))
+        await asyncio.sleep(0.1)
+        assert peak == 3  # the second engine's instances wait for slots
+        gate.set()
+        more = await asyncio.gather(
+            *(b.create_batch([{"params": n}, {"params": n + 1}]) for b, n in
+              ((first, 7), (second, 9), (first, 11), (second, 13))))
+        instances += [i for group in more for i in group]
+        outputs = [(await wait_for(i, "complete", timeout=20)).output for i in instances]
+    assert sorted(outputs) == list(range(15))
+    assert peak == 3
+
+
 async def test_sleeping_instances_hold_no_slot(engine: af.Engine, clock: af.FakeClock) -> None:
     async def run(event: af.Event, step: af.Step) -> str:
         if event.payload == "sleeper":

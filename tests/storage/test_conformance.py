@@ -21,6 +21,7 @@ from agentflow.storage import (
     InboxEvent,
     InstanceRow,
     LeaseLost,
+    StartNow,
     StepRecord,
     Storage,
 )
@@ -321,6 +322,79 @@ async def test_claim_takes_event_woken_instance_before_new_ones(storage: Storage
     await storage.suspend(x.iid, token(run), T0 + 2, None, ["go"], [])
     await storage.deliver_event(x.iid, "go", None, T0 + 3)
     assert ids(await claim(storage, limits={WF: 1}, now=T0 + 4)) == ["x"]
+
+
+# -- create_instances(start=...): new instances claimed in the create itself ------------------
+async def create_started(
+    storage: Storage, *ids: str, limit: int, worker: str = "w1", now: float = T0,
+    skip_existing: bool = False, lease_until: float = L0 + 30,
+) -> list[InstanceRow]:
+    return await storage.create_instances(
+        WF, [(i, params(i)) for i in ids], now, skip_existing=skip_existing,
+        start=StartNow(worker, lease_until, limit),
+    )
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["few", "batch"])
+async def test_create_started_takes_free_slots_and_queues_the_rest(
+    storage: Storage, many: bool,
+) -> None:
+    names = [f"n{i}" for i in range(12 if many else 3)]
+    limit = 8 if many else 2
+    rows = await create_started(storage, *names, limit=limit)
+    assert ids(rows) == names
+    for row in rows[:limit]:
+        assert (row.status, row.owner, row.runs, row.lease_until) == (
+            "running", "w1#1", 1, L0 + 30)
+        assert await current(storage, row) == row
+        assert [h.type for h in await storage.read_history(row.iid)] == [
+            "instance.queued", "instance.started"]
+    for row in rows[limit:]:
+        assert (row.status, row.owner, row.runs) == ("queued", None, 0)
+        assert await current(storage, row) == row
+    # the started ones hold their slots: a claim finds none free
+    assert await claim(storage, "w2", limits={WF: limit}) == []
+    # a started run is owned like a claimed one
+    first = rows[0]
+    await storage.finish(first.iid, token(first), T0 + 1, "complete", "1", None, [])
+    assert ids(await claim(storage, "w2", limits={WF: limit}, now=T0 + 2)) == [names[limit]]
+
+
+async def test_create_started_counts_running_instances_of_any_worker(storage: Storage) -> None:
+    await create(storage, "a", "b")
+    await claim(storage, "other-worker")
+    (new,) = await create_started(storage, "c", limit=3)
+    assert new.status == "running"
+    (queued,) = await create_started(storage, "d", limit=3)
+    assert (queued.status, queued.owner) == ("queued", None)
+
+
+async def test_create_started_leaves_new_instances_behind_waiting_ones(
+    storage: Storage,
+) -> None:
+    # a queued instance, or a due sleeper, is served first: nothing new starts ahead of it
+    (old,) = await create(storage, "old")
+    (fresh,) = await create_started(storage, "fresh", limit=10, now=T0 + 1)
+    assert fresh.status == "queued"
+    runs = {r.id: r for r in await claim(storage, now=T0 + 2)}
+    await storage.suspend(old.iid, token(runs["old"]), T0 + 2, T0 + 5, [], [])
+    await storage.finish(fresh.iid, token(runs["fresh"]), T0 + 2, "complete", "1", None, [])
+    (early,) = await create_started(storage, "early", limit=10, now=T0 + 4)
+    assert early.status == "running"  # 'old' is not due yet
+    (late,) = await create_started(storage, "late", limit=10, now=T0 + 5)
+    assert late.status == "queued"  # 'old' is due: it goes first
+    assert ids(await claim(storage, limits={WF: 2}, now=T0 + 5)) == ["old"]
+
+
+async def test_create_started_with_taken_ids(storage: Storage) -> None:
+    await create(storage, "a")
+    await claim(storage)  # 'a' runs: one slot of three taken
+    rows = await create_started(storage, "a", "b", "c", "d", "e", limit=3, skip_existing=True)
+    assert ids(rows) == ["b", "c", "d", "e"]
+    assert [r.status for r in rows] == ["running", "running", "queued", "queued"]
+    with pytest.raises(DuplicateInstanceError):
+        await create_started(storage, "x", "a", limit=10)
+    assert await storage.get_instance(WF, "x") is None
 
 
 async def test_claim_reclaims_expired_lease_with_new_owner(storage: Storage) -> None:
