@@ -227,7 +227,11 @@ class Engine:
             start=start,
         )
         if worker is not None and start is not None:
-            worker.adopt([row for row in rows if row.owner is not None])
+            started = [row for row in rows if row.owner is not None]
+            worker.adopt(started)
+            if len(started) == len(rows):  # nothing was queued: no claim to make
+                self._changed.notify()
+                return rows
         self._worker_signal(None, None)
         return rows
 
