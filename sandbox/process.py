@@ -27,6 +27,7 @@ from . import _wire
 from ._child_channel import error_info
 from ._host_pipes import Process, start_child
 from .calling import step_scope
+from .eager import spawn
 from .plan import check_plan
 from .validate import DEFAULT_IMPORTS
 
@@ -356,11 +357,12 @@ class _Session:
             if future is not None and not future.done():
                 future.set_result(message)
         elif op in ("step", "tool"):
-            task = asyncio.create_task(
-                self._step(message) if op == "step" else self._tool(message)
-            )
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            # Served at once, here in the read callback: a step or tool that answers without
+            # waiting replies without a turn of the loop (a third of a round trip).
+            task = spawn(self._step(message) if op == "step" else self._tool(message))
+            if task is not None:
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
         return False, None
 
     async def _reply(self, call: Any, **fields: Any) -> None:

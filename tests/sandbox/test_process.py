@@ -271,3 +271,35 @@ async def test_tools_and_the_step_see_the_context_variables_of_the_run(
     assert results == [["ada", "ada"], ["grace", "grace"]]
     assert sorted(steps) == ["ada", "ada", "grace", "grace"]
     assert _CALLER.get() == "nobody"  # nothing leaked into the caller's context
+
+
+async def test_a_step_timeout_holds_for_a_body_that_waits_on_the_host(
+    db_url: str, pool: SandboxPool,
+) -> None:
+    # The host serves a plan's messages from its read callback, outside any task; a retry
+    # runs the body in the child, which waits here on a slow tool: the step's timeout must
+    # still end that attempt, with the timeout error the plan can catch.
+    source = '''
+async def run(event, step):
+    try:
+        return await step.do("slow", lambda: tools.slow(), timeout=0.3,
+                             retries={"limit": 1, "delay": 0})
+    except TimeoutError as exc:
+        return "timed out: " + str(exc)
+'''
+    attempts: list[float] = []
+
+    async def slow() -> str:
+        attempts.append(asyncio.get_running_loop().time())
+        if len(attempts) == 1:
+            raise ValueError("first attempt fails at once")
+        # (the child blocks in a tool call until it returns, so this one stays short)
+        await asyncio.sleep(1.5)
+        return "too late"
+
+    async with af.Engine.open(db_url, poll_interval=0.05) as engine:
+        binding = engine.register("t", pool.runner(source, tools={"slow": slow}))
+        details = await wait_for(await binding.create(), "complete", "errored", timeout=20)
+    assert details.error is None, details.error
+    assert details.output == "timed out: step 'slow' attempt 2 timed out after 0.3 seconds"
+    assert len(attempts) == 2
