@@ -11,6 +11,7 @@ from typing import Any
 
 from . import _validate as validate
 from . import approvals
+from ._coalesce import CreateCoalescer
 from ._deadlines import Deadlines
 from ._signal import Signal
 from .approvals import ApprovalRequest
@@ -61,6 +62,7 @@ class Engine:
         self._with_worker = worker
         self._workflows: dict[str, _Registered] = {}
         self._changed = Signal()
+        self._coalescer = CreateCoalescer(self._create_many)
         self._worker: Worker | None = None
         self._open = False
 
@@ -220,6 +222,21 @@ class Engine:
         tenant: str | None = None,
     ) -> list[InstanceRow]:
         self._check_open()
+        if len(items) == 1 and not skip_existing:  # one of many, perhaps: see _coalesce
+            return [await self._coalescer.create(workflow, items[0], tenant)]
+        return await self._create_now(workflow, items, skip_existing=skip_existing,
+                                      tenant=tenant)
+
+    async def _create_many(
+        self, workflow: str, items: list[tuple[str, str | None]], tenant: str | None,
+    ) -> list[InstanceRow]:
+        self._check_open()
+        return await self._create_now(workflow, items, skip_existing=True, tenant=tenant)
+
+    async def _create_now(
+        self, workflow: str, items: list[tuple[str, str | None]], *, skip_existing: bool,
+        tenant: str | None,
+    ) -> list[InstanceRow]:
         worker = self._worker
         start = None if worker is None else worker.start_now(workflow)
         rows = await self._storage.create_instances(

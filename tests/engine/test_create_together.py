@@ -1,0 +1,71 @@
+"""create() calls made together (one turn of the event loop) are written as one batch; each
+caller still gets exactly what a lone create() would give it."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import agentflow as af
+from tests.conftest import rows, wait_for
+
+
+async def run(event: af.Event, step: af.Step) -> object:
+    return event.payload
+
+
+async def test_gathered_creates_each_get_their_own_instance_in_call_order(
+    engine: af.Engine, db_path: Path,
+) -> None:
+    binding = engine.register("wf", run)
+    instances = await asyncio.gather(*(binding.create(params=n) for n in range(50)))
+    assert len({i.id for i in instances}) == 50
+    outputs = [(await wait_for(i, "complete")).output for i in instances]
+    assert outputs == list(range(50))
+    if db_path.exists():  # (SQLite) created in the order asked
+        iids = [r[0] for r in rows(db_path, "SELECT iid FROM instances ORDER BY iid")]
+        by_id = dict(rows(db_path, "SELECT id, iid FROM instances"))
+        assert [by_id[i.id] for i in instances] == iids
+
+
+async def test_a_taken_id_fails_only_its_own_call(engine: af.Engine) -> None:
+    binding = engine.register("wf", run)
+    await binding.create(id="taken", params="first")
+    results = await asyncio.gather(
+        binding.create(id="a", params=1),
+        binding.create(id="taken", params="again"),
+        binding.create(id="b", params=2),
+        binding.create(id="twice", params="one"),
+        binding.create(id="twice", params="two"),
+        return_exceptions=True,
+    )
+    a, taken, b, twice_first, twice_second = results
+    assert isinstance(a, af.Instance) and isinstance(b, af.Instance)
+    assert isinstance(taken, af.DuplicateInstanceError) and "'taken'" in str(taken)
+    assert isinstance(twice_first, af.Instance)
+    assert isinstance(twice_second, af.DuplicateInstanceError)
+    assert (await wait_for(twice_first, "complete")).output == "one"
+    assert (await wait_for(await binding.get("taken"), "complete")).output == "first"
+
+
+async def test_a_cancelled_caller_leaves_the_others_alone(engine: af.Engine) -> None:
+    binding = engine.register("wf", run)
+    calls = [asyncio.ensure_future(binding.create(id=f"c{n}", params=n)) for n in range(5)]
+    await asyncio.sleep(0)  # every call is waiting for the batch
+    calls[2].cancel()
+    done = await asyncio.gather(*calls, return_exceptions=True)
+    assert isinstance(done[2], asyncio.CancelledError)
+    for n in (0, 1, 3, 4):
+        assert (await wait_for(done[n], "complete")).output == n
+    # the cancelled call's instance was written with the others, as a lone create's might be
+    assert (await wait_for(await binding.get("c2"), "complete")).output == 2
+
+
+async def test_creates_on_a_closed_engine_fail_with_the_engine_error(db_url: str) -> None:
+    engine = await af.Engine.open(db_url)
+    binding = engine.register("wf", run)
+    await engine.close()
+    with pytest.raises(af.EngineClosedError):
+        await asyncio.gather(binding.create(params=1), binding.create(params=2))
