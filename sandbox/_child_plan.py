@@ -58,10 +58,14 @@ class StepProxy:
             message["retries"] = retries
         if timeout is not None:
             message["timeout"] = timeout
+        if count is not None:  # the host answers this step's tool calls if it abandons it
+            message["count"] = count
         if scheduler.fingerprints:
             message["inputs"] = _fingerprint(fn)
         try:
-            if (scheduler.journaled is None or count is None
+            # A step with a timeout is not run ahead: the host runs its body, under the
+            # deadline, from the first attempt on.
+            if (scheduler.journaled is None or count is None or timeout is not None
                     or (name, count) in scheduler.journaled):
                 return await Request(message)
             return await self._speculate(message, fn, body)

@@ -213,6 +213,10 @@ class _Session:
         self.limits = limits
         self.bodies: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self.calls = itertools.count(1)
+        # Tool calls being served, by the step they come from; calls already answered
+        # because their step was abandoned (their late results are dropped).
+        self.tool_calls: dict[tuple[str, int] | None, set[Any]] = {}
+        self.answered: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
         self.finished: asyncio.Future[Any] | None = None  # the run's outcome
@@ -375,16 +379,32 @@ class _Session:
     async def _tool(self, message: dict[str, Any]) -> None:
         name = message.get("name")
         fn = self.tools.get(name) if isinstance(name, str) else None
+        call, step = message["call"], _step_key(message.get("step"))
+        serving = self.tool_calls.setdefault(step, set())
+        serving.add(call)
         try:
             if fn is None:
                 raise AttributeError(f"no tool named {name!r} is granted")
-            with step_scope(_step_key(message.get("step"))):
+            with step_scope(step):
                 result = fn(*(message.get("args") or []), **(message.get("kwargs") or {}))
                 if inspect.isawaitable(result):
                     result = await result
-            await self._reply(message["call"], value=_plain(result))
+            reply: dict[str, Any] = {"value": _plain(result)}
         except Exception as exc:
-            await self._reply(message["call"], error=error_info(exc))
+            reply = {"error": error_info(exc)}
+        finally:
+            serving.discard(call)
+        if call in self.answered:
+            self.answered.discard(call)  # its step gave up on it: the child has moved on
+            return
+        await self._reply(call, **reply)
+
+    async def _abandon_tools(self, step: tuple[str, int] | None, why: str) -> None:
+        """The host gave up on ``step``'s body (its attempt timed out, or the run ended):
+        answer the tool calls it is blocked in, so the child can unwind it."""
+        for call in list(self.tool_calls.get(step, ())):
+            self.answered.add(call)
+            await self._reply(call, error={"name": "TimeoutError", "message": why})
 
     async def _step(self, message: dict[str, Any]) -> None:
         method = message.get("method")
@@ -408,12 +428,19 @@ class _Session:
                 nonlocal first
                 if first is not None:
                     result, first = first, None
-                else:  # a retry (or a journaled step run again): the child runs the body
+                else:  # the host runs the body (under the step's deadline) in the child
                     call = next(self.calls)
                     future = asyncio.get_running_loop().create_future()
                     self.bodies[call] = future
                     await self.process.send({"op": "body", "body": body, "call": call})
-                    result = await future
+                    try:
+                        result = await future
+                    except asyncio.CancelledError:
+                        self.bodies.pop(call, None)
+                        await self._abandon_tools(
+                            _step_key([name, message.get("count")]),
+                            f"step {name!r} ended (timed out) before this tool call returned")
+                        raise
                 if "error" in result:
                     raise plan_error(result["error"])
                 return result.get("value")

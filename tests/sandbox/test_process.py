@@ -273,33 +273,48 @@ async def test_tools_and_the_step_see_the_context_variables_of_the_run(
     assert _CALLER.get() == "nobody"  # nothing leaked into the caller's context
 
 
-async def test_a_step_timeout_holds_for_a_body_that_waits_on_the_host(
-    db_url: str, pool: SandboxPool,
+@pytest.mark.parametrize("retried", [False, True], ids=["first-attempt", "retry"])
+async def test_a_step_timeout_ends_a_body_blocked_in_a_slow_tool(
+    db_url: str, pool: SandboxPool, retried: bool,
 ) -> None:
-    # The host serves a plan's messages from its read callback, outside any task; a retry
-    # runs the body in the child, which waits here on a slow tool: the step's timeout must
-    # still end that attempt, with the timeout error the plan can catch.
+    # The host runs a step with a timeout under its deadline (the child does not run it
+    # ahead); when the deadline passes, the tool call the body is blocked in is answered
+    # with a TimeoutError, so the plan goes on at once, not when the tool returns.
     source = '''
 async def run(event, step):
     try:
         return await step.do("slow", lambda: tools.slow(), timeout=0.3,
-                             retries={"limit": 1, "delay": 0})
+                             retries={"limit": RETRIES, "delay": 0})
     except TimeoutError as exc:
         return "timed out: " + str(exc)
-'''
+'''.replace("RETRIES", "1" if retried else "0")
     attempts: list[float] = []
+    finished: list[str] = []
 
     async def slow() -> str:
         attempts.append(asyncio.get_running_loop().time())
-        if len(attempts) == 1:
+        if retried and len(attempts) == 1:
             raise ValueError("first attempt fails at once")
-        # (the child blocks in a tool call until it returns, so this one stays short)
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(3)
+        finished.append("tool")
         return "too late"
 
     async with af.Engine.open(db_url, poll_interval=0.05) as engine:
         binding = engine.register("t", pool.runner(source, tools={"slow": slow}))
+        started = asyncio.get_running_loop().time()
         details = await wait_for(await binding.create(), "complete", "errored", timeout=20)
-    assert details.error is None, details.error
-    assert details.output == "timed out: step 'slow' attempt 2 timed out after 0.3 seconds"
-    assert len(attempts) == 2
+        took = asyncio.get_running_loop().time() - started
+        assert details.error is None, details.error
+        attempt = 2 if retried else 1
+        assert details.output == (
+            f"timed out: step 'slow' attempt {attempt} timed out after 0.3 seconds")
+        assert len(attempts) == attempt
+        assert took < 2.5  # not held until the tool's 3 seconds are up
+        # the process is reused: nothing left over from the abandoned call reaches the next
+        quick = engine.register("q", pool.runner(
+            "async def run(event, step):\n"
+            "    return await step.do('q', lambda: tools.echo(event.payload))\n",
+            tools={"echo": lambda value: value}))
+        for n in range(3):
+            assert (await wait_for(await quick.create(params=n), "complete")).output == n
+    assert finished == []  # the run ended first: its tool calls were cancelled
