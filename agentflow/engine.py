@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -55,6 +56,9 @@ class Engine:
         lease_seconds: float = 30.0,
     ) -> None:
         self._storage = storage
+        # New instances start in the create itself when the store can do that (see StartNow);
+        # a store written against the older protocol just queues them for a claim.
+        self._can_start_now = "start" in inspect.signature(storage.create_instances).parameters
         self.clock: Clock = clock or SystemClock()
         self.max_steps = validate.positive_int(max_steps, what="max_steps")
         self._poll_interval = validate.duration(poll_interval, what="poll_interval")
@@ -238,10 +242,14 @@ class Engine:
         tenant: str | None,
     ) -> list[InstanceRow]:
         worker = self._worker
-        start = None if worker is None else worker.start_now(workflow)
-        rows = await self._storage.create_instances(
-            workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant,
-            start=start,
+        start = None if worker is None or not self._can_start_now else worker.start_now(workflow)
+        now = self.clock.now()
+        rows = await (
+            self._storage.create_instances(workflow, items, now, skip_existing=skip_existing,
+                                           tenant=tenant, start=start)
+            if start is not None else
+            self._storage.create_instances(workflow, items, now, skip_existing=skip_existing,
+                                           tenant=tenant)
         )
         if worker is not None and start is not None:
             started = [row for row in rows if row.owner is not None]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,3 +70,27 @@ async def test_creates_on_a_closed_engine_fail_with_the_engine_error(db_url: str
     await engine.close()
     with pytest.raises(af.EngineClosedError):
         await asyncio.gather(binding.create(params=1), binding.create(params=2))
+
+
+async def test_a_store_without_start_now_still_runs_new_instances(db_path: Path) -> None:
+    # A storage written against the protocol before create_instances took ``start``: new
+    # instances are queued and claimed as before.
+    from agentflow.storage import SqliteStorage
+
+    seen: list[object] = []
+
+    class OlderStore(SqliteStorage):
+        async def create_instances(  # type: ignore[override]
+            self, workflow: str, items: Any, now: float, *, skip_existing: bool,
+            tenant: str | None = None,
+        ) -> Any:
+            seen.append(len(items))
+            return await super().create_instances(workflow, items, now,
+                                                  skip_existing=skip_existing, tenant=tenant)
+
+    async with af.Engine(OlderStore(db_path), poll_interval=0.05) as engine:
+        binding = engine.register("wf", run)
+        made = [*await binding.create_batch([{"params": n} for n in range(5)]),
+                await binding.create(params=5)]
+        assert [(await wait_for(i, "complete")).output for i in made] == list(range(6))
+    assert seen == [5, 1]
