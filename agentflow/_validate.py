@@ -118,12 +118,21 @@ def duration(value: object, *, what: str = "duration") -> float:
         )
     if not math.isfinite(seconds) or seconds < 0:
         raise InvalidDurationError(
-            f"{what} must be a finite, non-negative time, got {repr(value)[:80]}")
+            f"{what} must be a finite, non-negative time, got {_brief(value)}")
     return seconds
 
 
+def _brief(value: object) -> str:
+    """``value`` for a message: an int too long to print is described, not printed."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an integer of {value.bit_length()} bits"
+    return repr(value)[:80]
+
+
 def _parse_duration(text: str, what: str) -> float:
-    seconds = _duration_text_seconds(text)
+    # (only short texts are remembered: a plan repeats a few like '7 days')
+    seconds = (_duration_text_seconds(text) if len(text) <= 40
+               else _duration_text_seconds.__wrapped__(text))
     if seconds is None:
         raise InvalidDurationError(
             f"invalid {what} {text[:60]!r}: write 'N unit' with unit one of millisecond, second, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 from collections.abc import Generator
@@ -26,7 +27,7 @@ from .errors import (
 from .instance import Instance, WorkflowBinding, details
 from .records import Duration, InstanceDetails
 from .runner import RunContext
-from .storage import InstanceRow, Storage, storage_from_url
+from .storage import InstanceRow, StartNow, Storage, storage_from_url
 from .worker import Worker, WorkerConfig
 from .workflow import Runner, as_runner
 
@@ -243,21 +244,32 @@ class Engine:
     ) -> list[InstanceRow]:
         worker = self._worker
         start = None if worker is None or not self._can_start_now else worker.start_now(workflow)
-        now = self.clock.now()
-        rows = await (
-            self._storage.create_instances(workflow, items, now, skip_existing=skip_existing,
-                                           tenant=tenant, start=start)
-            if start is not None else
-            self._storage.create_instances(workflow, items, now, skip_existing=skip_existing,
-                                           tenant=tenant)
-        )
-        if worker is not None and start is not None:
-            started = [row for row in rows if row.owner is not None]
-            worker.adopt(started)
-            if len(started) == len(rows):  # nothing was queued: no claim to make
-                self._changed.notify()
-                return rows
-        self._worker_signal(None, None)
+        if worker is None or start is None:
+            rows = await self._storage.create_instances(
+                workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant)
+            self._worker_signal(None, None)
+            return rows
+        # Rows written running must reach the worker even if the caller goes away meanwhile
+        # (its create is committed all the same): the write and the hand-over run as a task
+        # of their own.
+        task = asyncio.ensure_future(
+            self._create_started(worker, workflow, items, skip_existing, tenant, start))
+        task.add_done_callback(_retrieve)
+        return await asyncio.shield(task)
+
+    async def _create_started(
+        self, worker: Worker, workflow: str, items: list[tuple[str, str | None]],
+        skip_existing: bool, tenant: str | None, start: StartNow,
+    ) -> list[InstanceRow]:
+        rows = await self._storage.create_instances(
+            workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant,
+            start=start)
+        started = [row for row in rows if row.owner is not None]
+        worker.adopt(started)
+        if len(started) == len(rows):  # nothing was queued: no claim to make
+            self._changed.notify()
+        else:
+            self._worker_signal(None, None)
         return rows
 
     def _worker_signal(self, what: str | None, iid: int | None) -> None:
@@ -274,6 +286,12 @@ class Engine:
     def _check_open(self) -> None:
         if not self._open:
             raise EngineClosedError("the engine is closed; open it with Engine.open(url)")
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """(A create whose caller went away: its outcome is nobody's to report.)"""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Opening:

@@ -5,12 +5,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from datetime import datetime
 from types import CoroutineType, FunctionType
 from typing import Any, TypeVar
-
-from sandbox.eager import Resumed
 
 from . import _validate as validate
 from . import approvals
@@ -264,11 +262,12 @@ class Step:
         if reask:
             run.history("approval.requested", name, count, type=event_type,
                         until=deadline_at, **(request or {}))
-        # An inbox empty at the claim needs no read: an event sent since is found by the
-        # suspend, which then queues the instance again instead of hibernating it.
+        # An inbox empty at the claim needs no read before a wait that will hibernate: an
+        # event sent since is found by the suspend, which then queues the instance again.
+        # A wait already past its deadline reads it (an event that came in time wins).
         event = (
-            await run.storage.next_inbox_event(run.iid, event_type) if run.inbox_pending
-            else None
+            await run.storage.next_inbox_event(run.iid, event_type)
+            if run.inbox_pending or now >= deadline_at else None
         )
         if event is not None:
             # Splice the stored payload in: it was checked against the size limit when sent.
@@ -387,7 +386,7 @@ def _begin(fn: Callable[..., Any], context: StepContext | None) -> tuple[bool, A
             first = result.send(None)
         except StopIteration as done:
             return True, done.value
-        return False, Resumed(result, first)
+        return False, _Resumed(result, first)
     if inspect.isawaitable(result):
         return False, result
     return True, result
@@ -403,6 +402,36 @@ async def _finish(awaitable: Awaitable[Any], current: Attempt, run: RunState,
         raise WorkflowTimeoutError(
             f"step {current.name!r} attempt {current.attempt} timed out after {timeout:g} seconds"
         ) from None
+
+
+class _Resumed:
+    """A coroutine already run to its first wait, as an awaitable: it hands the event loop
+    what the coroutine yielded, then relays everything (results, cancellation) both ways."""
+
+    __slots__ = ("_coroutine", "_first")
+
+    def __init__(self, coroutine: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coroutine = coroutine
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coroutine, message = self._coroutine, self._first
+        while True:
+            try:
+                sent = yield message
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as exc:  # cancellation and errors the loop throws in
+                try:
+                    message = coroutine.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    message = coroutine.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 def _journaled_error(record: StepRecord) -> Exception:

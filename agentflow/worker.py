@@ -117,7 +117,10 @@ class Worker:
         return StartNow(self.id, time.time() + self.config.lease_seconds, limit)
 
     def adopt(self, rows: list[InstanceRow]) -> None:
-        """Run instances claimed for this worker."""
+        """Run instances claimed for this worker (none once it is closing: its release, which
+        comes after their claim, hands them back)."""
+        if self._closing:
+            return
         for row in rows:
             active = _ActiveRun(row)
             self._runs[row.iid] = active

@@ -63,7 +63,7 @@ class _Session:
         self.calls = itertools.count(1)
         # Tool calls being served, by the step they come from; calls already answered
         # because their step was abandoned (their late results are dropped).
-        self.tool_calls: dict[tuple[str, int] | None, set[Any]] = {}
+        self.tool_calls: dict[tuple[str, int] | None, dict[Any, asyncio.Task[Any] | None]] = {}
         self.answered: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
@@ -209,9 +209,11 @@ class _Session:
             if future is not None and not future.done():
                 future.set_result(message)
         elif op in ("step", "tool"):
-            # Served at once, here in the read callback: a step or tool that answers without
-            # waiting replies without a turn of the loop (a third of a round trip).
-            task = spawn(self._step(message) if op == "step" else self._tool(message))
+            # A step is served at once, here in the read callback: one that answers without
+            # waiting replies without a turn of the loop (a third of a round trip). A tool is
+            # the application's code, which may need a current task (asyncio.timeout does).
+            task = (spawn(self._step(message)) if op == "step"
+                    else asyncio.create_task(self._tool(message)))
             if task is not None:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
@@ -228,8 +230,8 @@ class _Session:
         name = message.get("name")
         fn = self.tools.get(name) if isinstance(name, str) else None
         call, step = message["call"], _step_key(message.get("step"))
-        serving = self.tool_calls.setdefault(step, set())
-        serving.add(call)
+        serving = self.tool_calls.setdefault(step, {})
+        serving[call] = asyncio.current_task()
         try:
             if fn is None:
                 raise AttributeError(f"no tool named {name!r} is granted")
@@ -241,17 +243,20 @@ class _Session:
         except Exception as exc:
             reply = {"error": error_info(exc)}
         finally:
-            serving.discard(call)
+            serving.pop(call, None)
         if call in self.answered:
             self.answered.discard(call)  # its step gave up on it: the child has moved on
             return
         await self._reply(call, **reply)
 
     async def _abandon_tools(self, step: tuple[str, int] | None, why: str) -> None:
-        """The host gave up on ``step``'s body (its attempt timed out, or the run ended):
-        answer the tool calls it is blocked in, so the child can unwind it."""
-        for call in list(self.tool_calls.get(step, ())):
+        """The host gave up on ``step``'s body (its attempt timed out): stop the tool calls it
+        is blocked in, as an in-process body's would stop, and answer them, so the child can
+        unwind it (a retry must not run beside them)."""
+        for call, task in list(self.tool_calls.get(step, {}).items()):
             self.answered.add(call)
+            if task is not None:
+                task.cancel()
             await self._reply(call, error={"name": "TimeoutError", "message": why})
 
     async def _step(self, message: dict[str, Any]) -> None:

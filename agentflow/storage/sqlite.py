@@ -296,7 +296,10 @@ class SqliteStorage(Scheduling):
 
         def run(conn: sqlite3.Connection) -> str:
             # An event that arrived while the run went on (the run may not have looked)
-            # queues the instance again rather than letting it hibernate.
+            # queues the instance again rather than letting it hibernate. The row is locked
+            # first (PostgreSQL): a delivery still in flight then either committed its event
+            # before this read, or finds the instance waiting after this unit and wakes it.
+            self._lock_instance(conn, iid)
             pending = bool(types) and conn.execute(
                 f"SELECT 1 FROM inbox WHERE iid = ? AND consumed_by IS NULL AND type IN "
                 f"({','.join('?' * len(types))}) LIMIT 1",

@@ -416,6 +416,7 @@ BAD_DURATIONS: list[tuple[str, Any, str]] = [
     ("none", None, "got NoneType"),
     ("words", "ten seconds", "'ten seconds'"),
     ("int-beyond-float", 10**400, "finite"),
+    ("int-beyond-printing", 10**5000, "an integer of 16610 bits"),
 ]
 DURATION_CASES = [
     pytest.param(kind, value, fragment, id=f"{kind}-{case}")

@@ -94,3 +94,45 @@ async def test_a_store_without_start_now_still_runs_new_instances(db_path: Path)
                 await binding.create(params=5)]
         assert [(await wait_for(i, "complete")).output for i in made] == list(range(6))
     assert seen == [5, 1]
+
+
+async def test_a_cancelled_create_batch_still_runs_its_instances_at_once(db_url: str) -> None:
+    # The batch may start in its own write (running, leased to this worker): a caller that
+    # goes away must not leave them to wait for their lease to run out.
+    ran: list[float] = []
+
+    async def note(event: af.Event, step: af.Step) -> int:
+        ran.append(asyncio.get_running_loop().time())
+        return 1
+
+    async with af.Engine.open(db_url, poll_interval=0.05, lease_seconds=5) as engine:
+        binding = engine.register("wf", note)
+        started = asyncio.get_running_loop().time()
+        call = asyncio.ensure_future(binding.create_batch([{"id": f"i{n}"} for n in range(3)]))
+        await asyncio.sleep(0)
+        call.cancel()
+        await asyncio.sleep(0.05)  # its write, committed all the same
+        for n in range(3):
+            assert (await wait_for(await binding.get(f"i{n}"), "complete")).output == 1
+        assert max(ran) - started < 2.5
+        events = [e.type async for e in (await binding.get("i0")).events(follow=False)]
+        assert events.count("instance.started") == 1
+
+
+async def test_a_create_racing_close_runs_nothing_after_close(db_url: str) -> None:
+    effects: list[str] = []
+
+    async def effect(event: af.Event, step: af.Step) -> None:
+        await step.do("effect", lambda: effects.append(event.instance_id))
+
+    engine = await af.Engine.open(db_url, poll_interval=0.05)
+    binding = engine.register("wf", effect)
+    call = asyncio.ensure_future(binding.create_batch([{"id": f"i{n}"} for n in range(3)]))
+    await asyncio.sleep(0)
+    await engine.close()
+    await asyncio.gather(call, return_exceptions=True)
+    await asyncio.sleep(0.2)
+    assert effects == []
+    async with af.Engine.open(db_url, worker=False) as reopened:
+        statuses = {i.id: i.status for i in await reopened.list_instances(workflow="wf")}
+    assert set(statuses.values()) <= {"queued"}  # handed back, to run on the next open

@@ -145,6 +145,28 @@ async def test_an_event_sent_while_the_run_is_in_a_step_is_received(
     assert "instance.waiting" not in types  # it never hibernated with the event in its inbox
 
 
+async def test_a_wait_past_its_deadline_still_takes_an_event_sent_in_time(
+    engine: af.Engine,
+) -> None:
+    # The inbox was empty when the run was claimed; a wait that would time out at once must
+    # still look, not assume it is empty.
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> None:
+        entered.set()
+        await release.wait()
+
+    async def run(event: af.Event, step: af.Step) -> Any:
+        await step.do("slow", slow)
+        return (await step.wait_for_event("w", type="go", timeout=0)).payload
+
+    instance = await engine.register("wf", run).create()
+    await asyncio.wait_for(entered.wait(), 10)
+    await instance.send_event("go", {"n": 1})
+    release.set()
+    assert (await wait_for(instance, "complete")).output == {"n": 1}
+
+
 async def test_a_completed_wait_returns_the_same_event_on_replay(
     engine: af.Engine, clock: af.FakeClock
 ) -> None:

@@ -318,3 +318,56 @@ async def run(event, step):
         for n in range(3):
             assert (await wait_for(await quick.create(params=n), "complete")).output == n
     assert finished == []  # the run ended first: its tool calls were cancelled
+
+
+async def test_a_timed_out_attempt_stops_its_tool_before_the_retry(
+    db_url: str, pool: SandboxPool,
+) -> None:
+    # As an in-process body would be cancelled: a retry never runs beside the tool call of
+    # the attempt that timed out.
+    source = '''
+async def run(event, step):
+    try:
+        return await step.do("deploy", lambda: tools.deploy(), timeout=0.3,
+                             retries={"limit": 2, "delay": 0})
+    except TimeoutError as exc:
+        return "timed out: " + str(exc)
+'''
+    live, peak, runs = [0], [0], []
+
+    async def deploy() -> str:
+        live[0] += 1
+        peak[0] = max(peak[0], live[0])
+        runs.append("deploy")
+        try:
+            await asyncio.sleep(2)
+        finally:
+            live[0] -= 1
+        return "done"
+
+    async with af.Engine.open(db_url, poll_interval=0.05) as engine:
+        binding = engine.register("d", pool.runner(source, tools={"deploy": deploy}))
+        details = await wait_for(await binding.create(), "complete", "errored", timeout=20)
+    assert details.output == "timed out: step 'deploy' attempt 3 timed out after 0.3 seconds"
+    assert runs == ["deploy"] * 3
+    assert peak[0] == 1
+
+
+async def test_a_tool_runs_in_a_task_of_its_own(db_url: str, pool: SandboxPool) -> None:
+    # Tools are the application's code: asyncio.timeout (and wait_for from 3.12) need one.
+    source = '''
+async def run(event, step):
+    return await step.do("fetch", lambda: tools.fetch("x"))
+'''
+
+    async def fetch(what: str) -> str:
+        async with asyncio.timeout(5):
+            await asyncio.sleep(0)
+        assert asyncio.current_task() is not None
+        return f"fetched {what}"
+
+    async with af.Engine.open(db_url, poll_interval=0.05) as engine:
+        binding = engine.register("f", pool.runner(source, tools={"fetch": fetch}))
+        details = await wait_for(await binding.create(), "complete", "errored", timeout=20)
+    assert details.error is None, details.error
+    assert details.output == "fetched x"
