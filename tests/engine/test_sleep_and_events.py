@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import agentflow as af
 from tests.conftest import counter, drive, next_wake, rows, wait_for
 
@@ -119,11 +121,13 @@ async def test_an_event_sent_before_the_first_run_is_received(db_path: Path) -> 
         assert done.output == {"early": True}
 
 
+@pytest.mark.parametrize("timeout", ["1 hour", 0], ids=["wait", "past-deadline"])
 async def test_an_event_sent_while_the_run_is_in_a_step_is_received(
-    engine: af.Engine,
+    engine: af.Engine, timeout: str | int,
 ) -> None:
-    # The run was claimed with an empty inbox, so it does not read the inbox before its wait:
-    # the suspend must find the event and run the instance again.
+    # The run was claimed with an empty inbox, so it need not read the inbox before a wait
+    # that hibernates: the suspend must find the event and run the instance again. A wait
+    # already past its deadline must read it (an event sent in time wins over the timeout).
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def slow() -> str:
@@ -133,38 +137,16 @@ async def test_an_event_sent_while_the_run_is_in_a_step_is_received(
 
     async def run(event: af.Event, step: af.Step) -> Any:
         await step.do("slow", slow)
-        return (await step.wait_for_event("w", type="go", timeout="1 hour")).payload
+        return (await step.wait_for_event("w", type="go", timeout=timeout)).payload
 
     instance = await engine.register("wf", run).create()
     await asyncio.wait_for(entered.wait(), 10)
-    await instance.send_event("go", "mid-run")
+    await instance.send_event("go", {"sent": "mid-run"})
     release.set()
     done = await wait_for(instance, "complete")
-    assert done.output == "mid-run"
+    assert done.output == {"sent": "mid-run"}
     types = [e.type async for e in instance.events(follow=False)]
     assert "instance.waiting" not in types  # it never hibernated with the event in its inbox
-
-
-async def test_a_wait_past_its_deadline_still_takes_an_event_sent_in_time(
-    engine: af.Engine,
-) -> None:
-    # The inbox was empty when the run was claimed; a wait that would time out at once must
-    # still look, not assume it is empty.
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def slow() -> None:
-        entered.set()
-        await release.wait()
-
-    async def run(event: af.Event, step: af.Step) -> Any:
-        await step.do("slow", slow)
-        return (await step.wait_for_event("w", type="go", timeout=0)).payload
-
-    instance = await engine.register("wf", run).create()
-    await asyncio.wait_for(entered.wait(), 10)
-    await instance.send_event("go", {"n": 1})
-    release.set()
-    assert (await wait_for(instance, "complete")).output == {"n": 1}
 
 
 async def test_a_completed_wait_returns_the_same_event_on_replay(
