@@ -7,6 +7,7 @@ import inspect
 import re
 from collections.abc import Generator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -15,6 +16,7 @@ from . import _validate as validate
 from . import approvals
 from ._coalesce import CreateCoalescer
 from ._deadlines import Deadlines
+from ._eager import start_eagerly
 from ._signal import Signal
 from .approvals import ApprovalRequest
 from .clock import Clock, SystemClock
@@ -27,7 +29,7 @@ from .errors import (
 from .instance import Instance, WorkflowBinding, details
 from .records import Duration, InstanceDetails
 from .runner import RunContext
-from .storage import InstanceRow, StartNow, Storage, storage_from_url
+from .storage import InstanceRow, Storage, storage_from_url
 from .worker import Worker, WorkerConfig
 from .workflow import Runner, as_runner
 
@@ -250,27 +252,24 @@ class Engine:
             self._worker_signal(None, None)
             return rows
         # Rows written running must reach the worker even if the caller goes away meanwhile
-        # (its create is committed all the same): the write and the hand-over run as a task
-        # of their own.
-        task = asyncio.ensure_future(
-            self._create_started(worker, workflow, items, skip_existing, tenant, start))
-        task.add_done_callback(_retrieve)
-        return await asyncio.shield(task)
-
-    async def _create_started(
-        self, worker: Worker, workflow: str, items: list[tuple[str, str | None]],
-        skip_existing: bool, tenant: str | None, start: StartNow,
-    ) -> list[InstanceRow]:
-        rows = await self._storage.create_instances(
+        # (its create is committed all the same): the write runs as a task of its own, which
+        # hands them over when it ends, before its caller goes on.
+        write = start_eagerly(self._storage.create_instances(
             workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant,
-            start=start)
+            start=start))
+        write.add_done_callback(partial(self._hand_over, worker))
+        return await asyncio.shield(write)
+
+    def _hand_over(self, worker: Worker, write: asyncio.Future[list[InstanceRow]]) -> None:
+        if write.cancelled() or write.exception() is not None:
+            return
+        rows = write.result()
         started = [row for row in rows if row.owner is not None]
-        worker.adopt(started)
+        worker.adopt(started, soon=True)
         if len(started) == len(rows):  # nothing was queued: no claim to make
             self._changed.notify()
         else:
             self._worker_signal(None, None)
-        return rows
 
     def _worker_signal(self, what: str | None, iid: int | None) -> None:
         self._changed.notify()
@@ -286,12 +285,6 @@ class Engine:
     def _check_open(self) -> None:
         if not self._open:
             raise EngineClosedError("the engine is closed; open it with Engine.open(url)")
-
-
-def _retrieve(task: asyncio.Task[Any]) -> None:
-    """(A create whose caller went away: its outcome is nobody's to report.)"""
-    if not task.cancelled():
-        task.exception()
 
 
 class _Opening:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from types import CoroutineType, FunctionType
 from typing import Any, TypeVar
@@ -15,6 +15,7 @@ from . import approvals
 from ._codec import decode, encode, round_trip
 from ._control import Stop, Suspend
 from ._deadlines import DeadlineExceeded
+from ._eager import Resumed
 from ._errors_journal import describe, rebuild
 from .approvals import Decision
 from .errors import InvalidArgumentError, NonRetryableError, PayloadError, WorkflowTimeoutError
@@ -386,7 +387,7 @@ def _begin(fn: Callable[..., Any], context: StepContext | None) -> tuple[bool, A
             first = result.send(None)
         except StopIteration as done:
             return True, done.value
-        return False, _Resumed(result, first)
+        return False, Resumed(result, first)
     if inspect.isawaitable(result):
         return False, result
     return True, result
@@ -402,36 +403,6 @@ async def _finish(awaitable: Awaitable[Any], current: Attempt, run: RunState,
         raise WorkflowTimeoutError(
             f"step {current.name!r} attempt {current.attempt} timed out after {timeout:g} seconds"
         ) from None
-
-
-class _Resumed:
-    """A coroutine already run to its first wait, as an awaitable: it hands the event loop
-    what the coroutine yielded, then relays everything (results, cancellation) both ways."""
-
-    __slots__ = ("_coroutine", "_first")
-
-    def __init__(self, coroutine: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coroutine = coroutine
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        coroutine, message = self._coroutine, self._first
-        while True:
-            try:
-                sent = yield message
-            except GeneratorExit:
-                coroutine.close()
-                raise
-            except BaseException as exc:  # cancellation and errors the loop throws in
-                try:
-                    message = coroutine.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    message = coroutine.send(sent)
-                except StopIteration as done:
-                    return done.value
 
 
 def _journaled_error(record: StepRecord) -> Exception:

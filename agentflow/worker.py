@@ -116,17 +116,32 @@ class Worker:
             return None
         return StartNow(self.id, time.time() + self.config.lease_seconds, limit)
 
-    def adopt(self, rows: list[InstanceRow]) -> None:
+    def adopt(self, rows: list[InstanceRow], *, soon: bool = False) -> None:
         """Run instances claimed for this worker (none once it is closing: its release, which
-        comes after their claim, hands them back)."""
-        if self._closing:
+        comes after their claim, hands them back). ``soon``: their runs start at the next
+        turn of the loop, after whoever is waiting for them to be created goes on."""
+        if self._closing or not rows:
             return
+        adopted = []
         for row in rows:
             active = _ActiveRun(row)
             self._runs[row.iid] = active
-            active.task = asyncio.create_task(self._run(active), name=f"agentflow-run-{row.id}")
-        if rows:
-            self.ctx.notify()
+            adopted.append(active)
+        if soon:
+            asyncio.get_running_loop().call_soon(self._start_runs, adopted)
+        else:
+            self._start_runs(adopted)
+
+    def _start_runs(self, adopted: list[_ActiveRun]) -> None:
+        for active in adopted:
+            if self._runs.get(active.row.iid) is not active or self._closing:
+                continue  # claimed anew, or the worker closed, before it started
+            if active.stopping:  # terminated or restarted before it started
+                del self._runs[active.row.iid]
+                continue
+            active.task = asyncio.create_task(self._run(active),
+                                              name=f"agentflow-run-{active.row.id}")
+        self.ctx.notify()
 
     async def _run(self, active: _ActiveRun) -> None:
         try:
