@@ -42,7 +42,7 @@ class Deadlines:
     async def run(self, awaitable: Awaitable[T], seconds: float) -> T:
         """Await ``awaitable``; raise :class:`DeadlineExceeded` if it takes over ``seconds``."""
         task = asyncio.current_task()
-        if task is None:  # run eagerly, outside any task (see sandbox.eager): give it one
+        if task is None:  # a coroutine run eagerly, outside any task: give it one
             return await asyncio.ensure_future(self.run(awaitable, seconds))
         entry = _Entry(self._clock.now() + seconds, task)
         self._active.add(entry)

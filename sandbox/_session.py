@@ -63,7 +63,7 @@ class _Session:
         self.calls = itertools.count(1)
         # Tool calls being served, by the step they come from; calls already answered
         # because their step was abandoned (their late results are dropped).
-        self.tool_calls: dict[tuple[str, int] | None, dict[Any, asyncio.Task[Any] | None]] = {}
+        self.tool_calls: dict[tuple[str, int] | None, dict[Any, asyncio.Task[Any]]] = {}
         self.answered: set[Any] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
@@ -231,7 +231,9 @@ class _Session:
         fn = self.tools.get(name) if isinstance(name, str) else None
         call, step = message["call"], _step_key(message.get("step"))
         serving = self.tool_calls.setdefault(step, {})
-        serving[call] = asyncio.current_task()
+        task = asyncio.current_task()
+        assert task is not None, "tools are served from tasks of their own"
+        serving[call] = task
         try:
             if fn is None:
                 raise AttributeError(f"no tool named {name!r} is granted")
@@ -255,8 +257,7 @@ class _Session:
         unwind it (a retry must not run beside them)."""
         for call, task in list(self.tool_calls.get(step, {}).items()):
             self.answered.add(call)
-            if task is not None:
-                task.cancel()
+            task.cancel()
             await self._reply(call, error={"name": "TimeoutError", "message": why})
 
     async def _step(self, message: dict[str, Any]) -> None:

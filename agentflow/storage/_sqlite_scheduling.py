@@ -57,11 +57,7 @@ class Scheduling:
         ).fetchone()
         if waiting_for_slot:
             return 0
-        (active,) = conn.execute(
-            "SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?)",
-            (workflow, *_ACTIVE),
-        ).fetchone()
-        return max(0, start.limit - int(active))
+        return max(0, start.limit - _running(conn, workflow))
 
     def _fair_candidates(
         self, conn: Any, workflow: str, free: int, now: float, quota: int | None,
@@ -85,11 +81,7 @@ class Scheduling:
             f"AND lease_until < ? ORDER BY ready_at LIMIT ?{skip}",
             (workflow, *_ACTIVE, lease_now, limit),
         ).fetchall()
-        (active,) = conn.execute(
-            "SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?)",
-            (workflow, *_ACTIVE),
-        ).fetchone()
-        free = max(0, limit - int(active))
+        free = max(0, limit - _running(conn, workflow))
         ready: list[tuple[float, int]] = []
         if free and workflow in tenant_limits:
             ready = self._fair_candidates(conn, workflow, free, now, tenant_limits[workflow])
@@ -184,3 +176,12 @@ class Scheduling:
             return None if when is None else float(when)
 
         return await self._db.read(run)
+
+
+def _running(conn: Any, workflow: str) -> int:
+    """How many instances of ``workflow`` hold a slot (running, or running to a pause)."""
+    (count,) = conn.execute(
+        "SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?)",
+        (workflow, *_ACTIVE),
+    ).fetchone()
+    return int(count)
