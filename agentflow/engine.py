@@ -12,9 +12,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from . import _gc
+from . import _gc, approvals
 from . import _validate as validate
-from . import approvals
 from ._coalesce import CreateCoalescer
 from ._deadlines import Deadlines
 from ._eager import start_eagerly
