@@ -80,10 +80,21 @@ class RunState:
         return count
 
     def check_active(self) -> None:
-        """Called before a step does new work: stop, or suspend when a pause is pending."""
+        """Called before a step does new work: stop, or suspend when a pause is pending or
+        the run is already on its way to hibernate."""
         if self.stopped:
             raise Stop()
         if self.pause_requested or self.suspending:
+            self.suspending = True
+            raise Suspend()
+
+    def check_may_wait(self) -> None:
+        """Called before a sleep or wait is first reached: like ``check_active``, except that
+        a run already suspending for a sibling's wait (``step.all``) still records this one,
+        so that both are journaled, asked and woken for with the same hibernation."""
+        if self.stopped:
+            raise Stop()
+        if self.pause_requested:
             self.suspending = True
             raise Suspend()
 

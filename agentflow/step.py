@@ -174,7 +174,7 @@ class Step:
         record = run.journal.get((name, count))
         if record is not None and record.state == "completed":
             return
-        run.check_active()
+        run.check_may_wait()
         now = run.clock.now()
         if record is None:
             wake_at = wake_time(now)
@@ -249,7 +249,7 @@ class Step:
                 return _step_event(decode(record.result))
             if record.state == "errored":
                 raise _journaled_error(record)
-        run.check_active()
+        run.check_may_wait()
         now = run.clock.now()
         started_at = record.started_at if record is not None else now
         deadline_at = record.wake_at if record is not None and record.wake_at else now + seconds

@@ -241,10 +241,6 @@ async def test_second_gate_is_decided_by_name_after_the_first(
     assert details.output == {"deploy": True, "notify": False}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: gates awaited together with step.all are asked one after the other: only the "
-    "first is open (listed) until it is decided, so two gates are never open at once and "
-    "approve() without a gate name can never be ambiguous"))
 async def test_two_parallel_gates_are_both_open_and_a_decision_must_name_one(
     engine: af.Engine,
 ) -> None:
@@ -261,6 +257,32 @@ async def test_two_parallel_gates_are_both_open_and_a_decision_must_name_one(
     assert gates == ["deploy eu", "deploy us"], gates
     with pytest.raises(af.InvalidArgumentError, match="name the gate"):
         await instance.approve()
+    await instance.reject("deploy us", by="ada")
+    await asyncio.sleep(0.1)  # the run wakes, replays, and hibernates again at the other gate
+    assert [r.gate for r in await instance.approvals()] == ["deploy eu"]
+    await instance.approve(by="ada")  # one gate open: no name needed
+    details = await instance.wait(timeout=5)
+    assert details.status == "complete", details.error
+    assert details.output == [True, False]
+
+
+async def test_a_gate_beside_a_sleep_is_asked_before_the_sleep_ends(
+    engine: af.Engine, clock: af.FakeClock,
+) -> None:
+    async def gate_and_timer(event: af.Event, step: af.Step) -> bool:
+        _, decision = await step.all(
+            step.sleep("cool down", "1 hour"), step.wait_for_approval("go", prompt="Go?"))
+        return decision.approved
+
+    instance = await engine.register("gate_and_timer", gate_and_timer).create(id="gs")
+    await wait_for(instance, "waiting")
+    await asyncio.sleep(0.05)
+    assert [r.gate for r in await instance.approvals()] == ["go"]
+    await instance.approve()
+    await asyncio.sleep(0.1)
+    assert (await instance.status()).status == "waiting"  # still sleeping
+    details = await drive(engine, clock, instance)
+    assert details.status == "complete" and details.output is True
 
 
 async def test_wrong_version_is_stale_and_the_gate_stays_open(

@@ -233,3 +233,24 @@ async def test_event_payload_and_the_event_record(engine: af.Engine) -> None:
     assert details.output["id"] == "order-7" and details.output["workflow"] == "orders"
     assert details.created_at is not None
     assert details.output["ts"] == details.created_at.isoformat()
+
+
+async def test_waits_awaited_together_are_all_recorded_and_either_event_wakes(
+    engine: af.Engine, db_path: Path,
+) -> None:
+    async def run(event: af.Event, step: af.Step) -> list[Any]:
+        a, b = await step.all(step.wait_for_event("a", type="alpha"),
+                              step.wait_for_event("b", type="beta"))
+        return [a.payload, b.payload]
+
+    instance = await engine.register("wf", run).create()
+    await wait_for(instance, "waiting")
+    await asyncio.sleep(0.05)
+    started = [e.step async for e in instance.events(follow=False) if e.type == "wait.started"]
+    assert sorted(started) == ["a", "b"]  # both journaled by the first hibernation
+    await instance.send_event("beta", 2)  # the second branch's event wakes the instance
+    await asyncio.sleep(0.1)
+    assert rows(db_path, "SELECT runs FROM instances")[0][0] == 2
+    assert rows(db_path, "SELECT state FROM steps WHERE name = 'b'")[0][0] == "completed"
+    await instance.send_event("alpha", 1)
+    assert (await wait_for(instance, "complete")).output == [1, 2]
