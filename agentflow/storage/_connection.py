@@ -48,8 +48,10 @@ class Connection:
         self._flushing = False
         self._checkpointer: _Checkpointer | None = None
         self._later: dict[str, list[Any]] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
+        self._loop = None
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         self._conn = conn
         # A short busy timeout rides out a checkpoint or a reader's WAL snapshot; longer waits
@@ -98,7 +100,9 @@ class Connection:
 
         ``savepoint=False`` is for units that raise only before their first write: they skip
         the savepoint that would undo a half-done unit."""
-        loop = asyncio.get_running_loop()
+        # The loop is looked up once: on Python 3.11 get_running_loop() makes a getpid()
+        # system call, and this runs for every step.
+        loop = self._loop or self._bind_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._queue.append((fn, savepoint, future))
         if not self._flushing:
@@ -106,9 +110,13 @@ class Connection:
             loop.call_soon(self._flush_now)
         return future
 
+    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+        self._loop = asyncio.get_running_loop()
+        return self._loop
+
     def _flush_now(self) -> None:
         if not self._try_commit():
-            asyncio.get_running_loop().create_task(self._flush_when_unlocked())
+            self._bind_loop().create_task(self._flush_when_unlocked())
 
     async def _flush_when_unlocked(self) -> None:
         deadline = time.monotonic() + self._lock_timeout

@@ -32,9 +32,10 @@ def _instance(row: Sequence[Any], inbox_pending: bool = True) -> InstanceRow:
     return InstanceRow(*values)
 
 
+# The columns in StepRecord's field order: a record's values are ``(iid, *record[:13])``.
 _UPSERT_STEP = (
-    "INSERT INTO steps (iid, name, count, kind, state, result, error_name, error_message, "
-    "error_detail, attempts, wake_at, event_type, started_at, finished_at) "
+    "INSERT INTO steps (iid, name, count, kind, state, started_at, result, error_name, "
+    "error_message, error_detail, attempts, wake_at, event_type, finished_at) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (iid, name, count) DO UPDATE SET state = excluded.state, "
     "result = excluded.result, error_name = excluded.error_name, "
@@ -45,19 +46,16 @@ _UPSERT_STEP = (
 
 # The common case in one statement: journal the step if the run still owns a running instance.
 _UPSERT_STEP_IF_RUNNING = (
-    "INSERT INTO steps (iid, name, count, kind, state, result, error_name, error_message, "
-    "error_detail, attempts, wake_at, event_type, started_at, finished_at) "
-    "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances "
+    _UPSERT_STEP[:_UPSERT_STEP.index("VALUES")]
+    + "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances "
     "WHERE iid = ? AND owner = ? AND status = 'running') "
     + _UPSERT_STEP[_UPSERT_STEP.index("ON CONFLICT"):]
 )
+_RECORD_FIELDS = len(StepRecord._fields) - 1  # all but seq, which the backend assigns
 
 
 def _step_values(iid: int, r: StepRecord) -> tuple[Any, ...]:
-    return (
-        iid, r.name, r.count, r.kind, r.state, r.result, r.error_name, r.error_message,
-        r.error_detail, r.attempts, r.wake_at, r.event_type, r.started_at, r.finished_at,
-    )
+    return (iid, *r[:_RECORD_FIELDS])
 
 
 def _upsert_steps(conn: Any, iid: int, records: Sequence[StepRecord]) -> None:

@@ -8,7 +8,7 @@ process owning the database and a stale run can never write into a newer one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from .records import (
@@ -100,12 +100,14 @@ class Storage(Protocol):
     # -- a run ----------------------------------------------------------------------------
     async def load_journal(self, iid: int) -> list[StepRecord]: ...
 
-    async def save_step(
+    def save_step(
         self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
         consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
-    ) -> str:
+    ) -> Awaitable[str]:
         """Upsert ``earlier`` entries then ``record`` into the journal (and mark inbox event
-        ``consume`` as taken by ``record``); return the instance's status. Raises LeaseLost."""
+        ``consume`` as taken by ``record``); resolve to the instance's status. Raises
+        LeaseLost. (An awaitable rather than a coroutine function: a backend may hand back
+        its commit's future directly, on the hot path of every step; ``async def`` fits.)"""
         ...
 
     async def append_history(

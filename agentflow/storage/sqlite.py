@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from ._statements import (
     _CODE_COLUMNS,
     _INSERT_HISTORY,
     _INSTANCE_COLUMNS,
+    _RECORD_FIELDS,
     _STEP_COLUMNS,
     _UPSERT_STEP,
     _UPSERT_STEP_IF_RUNNING,
@@ -247,35 +248,52 @@ class SqliteStorage(Scheduling):
 
         return await self._db.read(run)
 
-    async def save_step(
+    def save_step(
         self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
         consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
-    ) -> str:
-        def run(conn: sqlite3.Connection) -> str:
-            if consume is None and not earlier and conn.execute(
-                _UPSERT_STEP_IF_RUNNING, (*_step_values(iid, record), iid, owner)
-            ).rowcount == 1:
-                self._history(iid, history)
-                return "running"
-            # Every check comes before the first write, so this unit needs no savepoint.
-            status = _owned_status(conn, iid, owner)
-            if consume is not None and conn.execute(
-                "SELECT 1 FROM inbox WHERE seq = ? AND iid = ? AND consumed_by IS NULL",
-                (consume, iid),
-            ).fetchone() is None:
-                raise LeaseLost("event already consumed")
-            _upsert_steps(conn, iid, earlier)
-            if consume is None:
-                conn.execute(_UPSERT_STEP, _step_values(iid, record))
-            else:
-                (seq,) = conn.execute(
-                    _UPSERT_STEP + " RETURNING seq", _step_values(iid, record)
-                ).fetchone()
-                conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
-            self._history(iid, history)
-            return status
+    ) -> Awaitable[str]:
+        # (A plain function returning the commit's future: the hot path of every step.)
+        rows = _history_rows(iid, history)  # encoded before the unit: it may raise
+        if consume is None and not earlier:
+            params = (iid, *record[:_RECORD_FIELDS], iid, owner)
 
-        return await self._db.write(run, savepoint=False)
+            def common(conn: sqlite3.Connection) -> str:
+                # The usual case in one statement; anything else (not running, not ours)
+                # takes the checked path, which says why.
+                if conn.execute(_UPSERT_STEP_IF_RUNNING, params).rowcount == 1:
+                    if rows:
+                        self._db.later(_INSERT_HISTORY, rows)
+                    return "running"
+                return self._save_step(conn, iid, owner, record, rows, None, ())
+
+            return self._db.write(common, savepoint=False)
+        return self._db.write(
+            lambda conn: self._save_step(conn, iid, owner, record, rows, consume, earlier),
+            savepoint=False,
+        )
+
+    def _save_step(
+        self, conn: sqlite3.Connection, iid: int, owner: str, record: StepRecord,
+        rows: list[tuple[Any, ...]], consume: int | None, earlier: Sequence[StepRecord],
+    ) -> str:
+        # Every check comes before the first write, so this unit needs no savepoint.
+        status = _owned_status(conn, iid, owner)
+        if consume is not None and conn.execute(
+            "SELECT 1 FROM inbox WHERE seq = ? AND iid = ? AND consumed_by IS NULL",
+            (consume, iid),
+        ).fetchone() is None:
+            raise LeaseLost("event already consumed")
+        _upsert_steps(conn, iid, earlier)
+        if consume is None:
+            conn.execute(_UPSERT_STEP, _step_values(iid, record))
+        else:
+            (seq,) = conn.execute(
+                _UPSERT_STEP + " RETURNING seq", _step_values(iid, record)
+            ).fetchone()
+            conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
+        if rows:
+            self._db.later(_INSERT_HISTORY, rows)
+        return status
 
     async def append_history(
         self, iid: int, owner: str, history: Sequence[HistoryItem]
