@@ -168,7 +168,10 @@ def _run_body(channel: Channel, scheduler: Scheduler, message: dict[str, Any]) -
     if fn is None:
         finish(False, RuntimeError("unknown step body"))
         return
-    step = scheduler.body_steps.get(body_id)
+    known = scheduler.body_steps.get(body_id)
+    # The host's call names this attempt: tool calls made for it carry it, so that the host
+    # can refuse those of an attempt it gave up on (timed out) rather than run them late.
+    step = None if known is None else (*known, reply_to)
     try:
         with scheduler.running(step):
             result = fn()

@@ -64,9 +64,10 @@ class Scheduler:
         self.fingerprints = False
         self.counts: dict[str, int] = {}
         self.current_run: int | None = None
-        # The step whose body runs right now (tool calls are tagged with it), and each
-        # registered body's step.
-        self.active_step: tuple[str, int] | None = None
+        # The step whose body runs right now (tool calls are tagged with it: its name,
+        # occurrence and, when the host asked for the body, the host's call for that
+        # attempt), and each registered body's step.
+        self.active_step: tuple[Any, ...] | None = None
         self.body_steps: dict[int, tuple[str, int]] = {}
 
     def count(self, name: Any) -> int | None:
@@ -76,7 +77,7 @@ class Scheduler:
         return self.counts[name]
 
     @contextlib.contextmanager
-    def running(self, step: tuple[str, int] | None) -> Generator[None, None, None]:
+    def running(self, step: tuple[Any, ...] | None) -> Generator[None, None, None]:
         previous, self.active_step = self.active_step, step
         try:
             yield
@@ -166,7 +167,7 @@ class Tagged:
 
     __slots__ = ("inner", "scheduler", "step")
 
-    def __init__(self, inner: Any, step: tuple[str, int] | None, scheduler: Scheduler) -> None:
+    def __init__(self, inner: Any, step: tuple[Any, ...] | None, scheduler: Scheduler) -> None:
         self.inner = inner
         self.step = step
         self.scheduler = scheduler

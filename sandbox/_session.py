@@ -65,6 +65,8 @@ class _Session:
         # because their step was abandoned (their late results are dropped).
         self.tool_calls: dict[tuple[str, int] | None, dict[Any, asyncio.Task[Any]]] = {}
         self.answered: set[Any] = set()
+        # Body calls (attempts) given up on: tool calls they make from now on are refused.
+        self.abandoned: set[int] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
         self.finished: asyncio.Future[Any] | None = None  # the run's outcome
@@ -230,6 +232,16 @@ class _Session:
         name = message.get("name")
         fn = self.tools.get(name) if isinstance(name, str) else None
         call, step = message["call"], _step_key(message.get("step"))
+        if _attempt_of(message.get("step")) in self.abandoned:
+            # Made by an attempt that timed out (its body went on, say after catching the
+            # error of a tool call that was stopped): an in-process body would have been
+            # cancelled at this await, so the tool does not run.
+            await self._reply(call, error={
+                "name": "TimeoutError",
+                "message": f"step {step[0] if step else '?'!r}: this attempt timed out; its "
+                           "tool calls no longer run",
+            })
+            return
         serving = self.tool_calls.setdefault(step, {})
         task = asyncio.current_task()
         assert task is not None, "tools are served from tasks of their own"
@@ -291,6 +303,7 @@ class _Session:
                         result = await future
                     except asyncio.CancelledError:
                         self.bodies.pop(call, None)
+                        self.abandoned.add(call)
                         await self._abandon_tools(
                             _step_key([name, message.get("count")]),
                             f"step {name!r} ended (timed out) before this tool call returned")
@@ -341,9 +354,17 @@ class _Session:
 
 def _step_key(value: Any) -> tuple[str, int] | None:
     """The step a tool call says it comes from; None when absent or malformed."""
-    if (isinstance(value, list) and len(value) == 2 and isinstance(value[0], str)
+    if (isinstance(value, list) and len(value) in (2, 3) and isinstance(value[0], str)
             and isinstance(value[1], int) and not isinstance(value[1], bool)):
         return value[0], value[1]
+    return None
+
+
+def _attempt_of(value: Any) -> int | None:
+    """The host's body call a tool call says it comes from (the third item of its step),
+    or None (a body the child ran ahead, or none)."""
+    if isinstance(value, list) and len(value) == 3 and type(value[2]) is int:
+        return value[2]
     return None
 
 

@@ -371,3 +371,51 @@ async def run(event, step):
         details = await wait_for(await binding.create(), "complete", "errored", timeout=20)
     assert details.error is None, details.error
     assert details.output == "fetched x"
+
+
+@pytest.mark.parametrize("retried", [False, True], ids=["no-retry", "retry"])
+async def test_a_timed_out_attempt_that_goes_on_runs_no_more_tools(
+    db_url: str, pool: SandboxPool, retried: bool,
+) -> None:
+    # The body catches the TimeoutError of its stopped tool call and calls another tool: an
+    # in-process body would have been cancelled at that await, so the host refuses it; the
+    # retry's own calls run.
+    source = '''
+async def attempt():
+    try:
+        tools.slow()
+    except TimeoutError:
+        pass
+    return tools.deploy()
+
+async def run(event, step):
+    try:
+        return await step.do("deploy", attempt, timeout=0.3,
+                             retries={"limit": RETRIES, "delay": 0})
+    except TimeoutError as exc:
+        return "timed out"
+'''.replace("RETRIES", "1" if retried else "0")
+    slow_calls: list[int] = []
+    deploys: list[str] = []
+
+    async def slow() -> None:
+        slow_calls.append(1)
+        if len(slow_calls) == 1:
+            await asyncio.sleep(3)
+
+    def deploy() -> str:
+        deploys.append("deploy")
+        return "deployed"
+
+    async with af.Engine.open(db_url, poll_interval=0.05) as engine:
+        binding = engine.register("t", pool.runner(source, tools={"slow": slow,
+                                                                  "deploy": deploy}))
+        details = await wait_for(await binding.create(), "complete", "errored", timeout=20)
+        await asyncio.sleep(0.2)  # a late tool call of the first attempt would be served now
+    assert details.error is None, details.error
+    if retried:
+        assert details.output == "deployed"
+        assert deploys == ["deploy"]  # the retry's, never the timed-out attempt's
+    else:
+        assert details.output == "timed out"
+        assert deploys == []
