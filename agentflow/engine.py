@@ -126,14 +126,16 @@ class Engine:
         if not self._open:
             return
         self._open = False
-        if self._worker is not None:
-            await self._worker.close()
-            self._worker = None
-        if self._gc_held:
-            self._gc_held = False
-            _gc.release()
-        self._changed.notify()
-        await self._storage.close()
+        worker, self._worker = self._worker, None
+        try:
+            if worker is not None:
+                await worker.close()
+        finally:  # even when the release fails or the close is cancelled
+            if self._gc_held:
+                self._gc_held = False
+                _gc.release()
+            self._changed.notify()
+            await self._storage.close()
 
     async def __aenter__(self) -> Engine:
         if not self._open:

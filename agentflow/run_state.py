@@ -12,7 +12,7 @@ from ._control import Stop, Suspend
 from ._deadlines import Deadlines
 from .clock import Clock
 from .errors import StepLimitExceededError
-from .storage import HistoryItem, LeaseLost, StepRecord, Storage
+from .storage import HistoryItem, InboxEvent, LeaseLost, StepRecord, Storage
 
 # A step still running after this long gets its 'started' history written without waiting for
 # its result, so followers of events() see it (see Worker._flush_loop).
@@ -64,6 +64,12 @@ class RunState:
     inbox_pending: bool = True  # False: the inbox was empty when the run was claimed
     busy: int = 0
     busy_since: float = 0.0
+    # Storage calls of the run's branches in flight (a journal write, an inbox read): the
+    # run's end waits for them too, so a sibling of a branch that hibernates reaches its own
+    # wait first. ``consuming``: inbox events those writes are taking.
+    pending: int = 0
+    consuming: set[int] = field(default_factory=set)
+    settling: bool = False
     _idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def next_count(self, name: str) -> int:
@@ -184,6 +190,7 @@ class RunState:
     async def save(self, record: StepRecord, consume: int | None = None) -> None:
         """Journal ``record`` with the pending history; learn of pauses and terminations."""
         earlier, self.deferred = self.deferred, []
+        self.pending += 1
         try:
             status = await self.storage.save_step(
                 self.iid, self.owner, record, self.take_history(), consume, earlier=earlier
@@ -191,17 +198,40 @@ class RunState:
         except LeaseLost:
             self.stopped = True
             raise Stop() from None
+        finally:
+            self._storage_call_ended()
         if status == "waiting_for_pause":
             self.pause_requested = True
         self.journal[(record.name, record.count)] = record
         self.notify()
+
+    async def next_event(self, event_type: str) -> InboxEvent | None:
+        """The oldest unconsumed event of ``event_type`` that no other wait of this run is
+        taking (two branches may wait for the same type at once)."""
+        while True:
+            self.pending += 1
+            try:
+                event = await (
+                    self.storage.next_inbox_event(self.iid, event_type, skip=self.consuming)
+                    if self.consuming else self.storage.next_inbox_event(self.iid, event_type)
+                )
+            finally:
+                self._storage_call_ended()
+            if event is None or event.seq not in self.consuming:
+                return event  # (else a sibling took it while this read was in flight)
+
+    def _storage_call_ended(self) -> None:
+        self.pending -= 1
+        if self.settling and not self.pending and not self.busy:
+            self._idle.set()
 
     # -- step bodies in flight --------------------------------------------------------------
     def body_finished(self) -> None:
         self.busy -= 1
         if not self.busy:
             self.busy_runs.discard(self)
-            self._idle.set()
+            if not self.pending:
+                self._idle.set()
 
     async def flush_history(self) -> None:
         """Write pending history now (for a step that has been running a while)."""
@@ -217,5 +247,7 @@ class RunState:
 
     async def settle(self) -> None:
         """Wait for step bodies still running (siblings in a gather) to finish and journal."""
-        while self.busy:
+        self.settling = True
+        while self.busy or self.pending:
+            self._idle.clear()
             await self._idle.wait()

@@ -267,7 +267,7 @@ class Step:
         # event sent since is found by the suspend, which then queues the instance again.
         # A wait already past its deadline reads it (an event that came in time wins).
         event = (
-            await run.storage.next_inbox_event(run.iid, event_type)
+            await run.next_event(event_type)
             if run.inbox_pending or now >= deadline_at else None
         )
         if event is not None:
@@ -277,10 +277,14 @@ class Step:
                 f'"payload":{event.payload or "null"}}}'
             )
             run.history("wait.completed", name, count, type=event_type)
-            await run.save(StepRecord(
-                name, count, "wait", "completed", started_at, result=text,
-                event_type=event_type, wake_at=deadline_at, finished_at=now,
-            ), consume=event.seq)
+            run.consuming.add(event.seq)
+            try:
+                await run.save(StepRecord(
+                    name, count, "wait", "completed", started_at, result=text,
+                    event_type=event_type, wake_at=deadline_at, finished_at=now,
+                ), consume=event.seq)
+            finally:
+                run.consuming.discard(event.seq)
             return _step_event(decode(text))
         if now >= deadline_at:
             error = WorkflowTimeoutError(

@@ -100,19 +100,26 @@ class Connection:
 
         ``savepoint=False`` is for units that raise only before their first write: they skip
         the savepoint that would undo a half-done unit."""
-        # The loop is looked up once: on Python 3.11 get_running_loop() makes a getpid()
-        # system call, and this runs for every step.
-        loop = self._loop or self._bind_loop()
+        # The loop is looked up again only when the one in use stopped: on Python 3.11
+        # get_running_loop() makes a getpid() system call, and this runs for every step.
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            loop = self._bind_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.append((fn, savepoint, future))
         if not self._flushing:
-            self._flushing = True
             loop.call_soon(self._flush_now)
+            self._flushing = True
+        self._queue.append((fn, savepoint, future))
         return future
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
-        self._loop = asyncio.get_running_loop()
-        return self._loop
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            # Used from another loop (a script's successive asyncio.run calls): a flush the
+            # last one had scheduled never ran, so the next write schedules one here.
+            self._loop = loop
+            self._flushing = False
+        return loop
 
     def _flush_now(self) -> None:
         if not self._try_commit():
@@ -219,8 +226,13 @@ class Connection:
         return True, result
 
     async def close(self) -> None:
+        if self._queue:
+            self._bind_loop()  # units a loop that ended left queued are committed now
+            if not self._flushing:
+                self.write(lambda conn: None)
         while self._queue:
             await asyncio.sleep(0.001)
+        self._loop = None
         if self._checkpointer is not None:
             await asyncio.to_thread(self._checkpointer.stop)
             self._checkpointer = None

@@ -8,7 +8,7 @@ process owning the database and a stale run can never write into a newer one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Protocol
 
 from .records import (
@@ -142,7 +142,12 @@ class Storage(Protocol):
         """Buffer an event; wake the instance if it waits for this type."""
         ...
 
-    async def next_inbox_event(self, iid: int, type: str) -> InboxEvent | None: ...
+    async def next_inbox_event(
+        self, iid: int, type: str, *, skip: Collection[int] = (),
+    ) -> InboxEvent | None:
+        """The oldest unconsumed event of ``type`` for the instance, passing over the events
+        whose seq is in ``skip`` (being taken by another wait of the same run)."""
+        ...
 
     async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
         ...

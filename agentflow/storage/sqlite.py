@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -459,12 +459,17 @@ class SqliteStorage(Scheduling):
 
         return await self._db.write(run)
 
-    async def next_inbox_event(self, iid: int, type: str) -> InboxEvent | None:
+    async def next_inbox_event(
+        self, iid: int, type: str, *, skip: Collection[int] = (),
+    ) -> InboxEvent | None:
+        skipped = list(skip)
+        not_in = f"AND seq NOT IN ({','.join('?' * len(skipped))}) " if skipped else ""
+
         def run(conn: sqlite3.Connection) -> InboxEvent | None:
             row = conn.execute(
                 "SELECT seq, type, payload, at FROM inbox WHERE iid = ? AND type = ? "
-                "AND consumed_by IS NULL ORDER BY seq LIMIT 1",
-                (iid, type),
+                f"AND consumed_by IS NULL {not_in}ORDER BY seq LIMIT 1",
+                (iid, type, *skipped),
             ).fetchone()
             return InboxEvent(*row) if row else None
 

@@ -4,7 +4,10 @@ the inbox and its filters, history and replay (real SQLite file, fake clock)."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import threading
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -512,3 +515,35 @@ async def test_inbox_rejects_bad_filters(engine: af.Engine, options: dict[str, A
                                          error: type[Exception]) -> None:
     with pytest.raises(error):
         await engine.approvals(**options)
+
+
+async def test_a_gate_reached_after_a_sibling_step_commits_late_is_asked_too(
+    db_url: str, db_path: Path,
+) -> None:
+    # The run's end waits for its branches' journal writes: a branch whose quick step is
+    # committed after the other branch hibernated still reaches (and asks) its gate.
+    if not db_url.startswith("sqlite"):
+        pytest.skip("holds the SQLite write lock from another connection")
+
+    def prepare() -> int:  # meanwhile another process holds the write lock for 50 ms
+        other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.05, lambda: (other.execute("COMMIT"), other.close())).start()
+        return 1
+
+    async def prepare_then_ask(step: af.Step) -> bool:
+        await step.do("prepare", prepare)
+        return (await step.wait_for_approval("deploy us", prompt="US?")).approved
+
+    async def both(event: af.Event, step: af.Step) -> list[bool]:
+        us, eu = await step.all(prepare_then_ask(step),
+                                step.wait_for_approval("deploy eu", prompt="EU?"))
+        return [us, eu.approved]
+
+    async with af.Engine.open(db_url, poll_interval=0.05) as engine:
+        instance = await engine.register("both", both).create(id="late")
+        await wait_for(instance, "waiting")
+        await asyncio.sleep(0.2)
+        assert sorted(r.gate for r in await instance.approvals()) == ["deploy eu", "deploy us"]
+        assert [h async for h in instance.events(follow=False)
+                if h.type == "instance.started"][-1].data == {"run": 1}  # asked in run 1

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +69,25 @@ async def test_a_change_made_while_it_runs_is_not_undone(db_url: str) -> None:
 def test_tune_gc_must_be_a_bool() -> None:
     with pytest.raises(af.InvalidArgumentError, match="tune_gc must be True or False"):
         af.Engine.open("sqlite:///unused.db", tune_gc="yes")
+
+
+async def test_a_close_that_is_cancelled_or_fails_still_restores_it(db_path: Path) -> None:
+    engine = await af.Engine.open(f"sqlite:///{db_path}")
+    closing = asyncio.ensure_future(engine.close())
+    await asyncio.sleep(0)  # inside the worker's close
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert gc.get_threshold() == DEFAULT
+
+    engine = await af.Engine.open(f"sqlite:///{db_path}")
+    engine._storage._db._lock_timeout = 0.2  # type: ignore[attr-defined]
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        with pytest.raises(af.StorageError):
+            await engine.close()  # the worker's release times out
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert gc.get_threshold() == DEFAULT

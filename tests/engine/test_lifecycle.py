@@ -373,3 +373,21 @@ async def test_wait_returns_a_finished_instance_at_once_and_refuses_bad_timeouts
     for bad in (-1, float("nan"), "10", True):
         with pytest.raises(af.InvalidArgumentError, match="wait timeout"):
             await instance.wait(timeout=bad)  # type: ignore[arg-type]
+
+
+def test_an_engine_serves_successive_event_loops(db_url: str, db_path: Path) -> None:
+    # A script or a sync web view: the engine opened in one asyncio.run, used in the next.
+    async def open_store() -> af.Engine:
+        return await af.Engine.open(db_url, worker=False)
+
+    engine = asyncio.run(open_store())
+
+    async def create(id: str) -> str:
+        instance = await engine.binding("wf").create(id=id)
+        await instance.send_event("go", {"n": 1})
+        return (await instance.status()).status
+
+    for id in ("a", "b"):
+        assert asyncio.run(asyncio.wait_for(create(id), 5)) == "queued"
+    asyncio.run(asyncio.wait_for(engine.close(), 5))
+    assert rows(db_path, "SELECT id FROM instances ORDER BY iid") == [("a",), ("b",)]

@@ -254,3 +254,34 @@ async def test_waits_awaited_together_are_all_recorded_and_either_event_wakes(
     assert rows(db_path, "SELECT state FROM steps WHERE name = 'b'")[0][0] == "completed"
     await instance.send_event("alpha", 1)
     assert (await wait_for(instance, "complete")).output == [1, 2]
+
+
+@pytest.mark.parametrize("beside_a_gate", [False, True], ids=["two-waits", "beside-a-gate"])
+async def test_two_waits_for_one_type_take_different_events(
+    engine: af.Engine, clock: af.FakeClock, beside_a_gate: bool,
+) -> None:
+    # One buffered event, two waits for its type awaited together: one takes it, the other
+    # hibernates (before, both took it, the second write failed as if the lease were lost,
+    # and the instance sat 'running' until its lease expired).
+    async def run(event: af.Event, step: af.Step) -> list[Any]:
+        await step.sleep("nap", 10)  # the first event is sent while it sleeps
+        waits = [step.wait_for_event("c", type="ack"), step.wait_for_event("b", type="ack")]
+        if beside_a_gate:
+            waits.insert(1, step.wait_for_approval("a", prompt="go?"))
+        results = await step.all(*waits)
+        return [getattr(r, "payload", getattr(r, "approved", None)) for r in results]
+
+    instance = await engine.register("wf", run).create(id="x")
+    await wait_for(instance, "waiting")
+    await instance.send_event("ack", 1)
+    await clock.advance(10)
+    await asyncio.sleep(0.2)
+    assert (await instance.status()).status == "waiting"
+    taken = [s.name for s in await instance.steps() if s.state == "completed"]
+    assert taken == ["nap", "c"]
+    if beside_a_gate:
+        assert [r.gate for r in await instance.approvals()] == ["a"]
+        await instance.approve("a")
+    await instance.send_event("ack", 2)
+    expected = [1, True, 2] if beside_a_gate else [1, 2]
+    assert (await wait_for(instance, "complete")).output == expected
