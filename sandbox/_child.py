@@ -137,6 +137,10 @@ def main() -> None:
             scheduler.deliver(int(message["call"]), message)
         elif op == "body":
             _run_body(channel, scheduler, message)
+        elif op == "drain":
+            # Everything the run's coroutines could do before this message is done and
+            # sent (each message is handled to the end before the next is read).
+            channel.send({"op": "drained"})
         elif op == "cancel":
             scheduler.current_run = channel.run = None
             for task in scheduler.waiting.values():

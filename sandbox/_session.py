@@ -39,6 +39,8 @@ def _event_data(event: Any) -> dict[str, Any]:
 
 
 _RUN_IDS = itertools.count(1)
+# How long the end of a run waits for the child to drain (see _end_when_drained).
+DRAIN_SECONDS = 1.0
 
 
 class _StreamEnded(Exception):
@@ -69,6 +71,9 @@ class _Session:
         self.abandoned: set[int] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
+        # A step ended the run (the engine hibernates it): the end waits until the child
+        # has said everything it sent before ('drained'), or DRAIN_SECONDS.
+        self.held: BaseException | None = None
         self.finished: asyncio.Future[Any] | None = None  # the run's outcome
         self.reusable = False
         self.id = next(_RUN_IDS)
@@ -149,6 +154,21 @@ class _Session:
             if self.finished is not None and not self.finished.done():
                 self.finished.cancel()
 
+    async def _end_when_drained(self, exc: BaseException) -> None:
+        """End the run with ``exc`` once the child has said all it sent before: branches of
+        a ``step.all`` beside the one that hibernates may already have asked for their own
+        sleeps and waits, which are then journaled with the same hibernation."""
+        if self.held is not None or self.ending is not None:
+            return
+        self.held = exc
+        timer = asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._end, exc)
+        if self.finished is not None:
+            self.finished.add_done_callback(lambda _: timer.cancel())
+        try:
+            await self.process.send({"op": "drain"})
+        except (ConnectionError, BrokenPipeError):
+            self._end(exc)
+
     def _died(self, exc: BaseException) -> BaseException:
         if self.ending is not None:
             return self.ending
@@ -197,6 +217,10 @@ class _Session:
             if not isinstance(error, dict):
                 raise TypeError("'failed' without an error object")
             return plan_error(error)
+        if op == "drained":
+            if self.held is not None:
+                self._end(self.held)
+            return False, None
         if op == "print":
             text = str(message.get("text", ""))
             if self.print_sink is not None:
@@ -278,8 +302,10 @@ class _Session:
             value = await self._perform(method, message)
         except Exception as exc:
             await self._reply(message["call"], error=error_info(exc))
-        except BaseException as exc:  # the engine suspends or stops the run
+        except asyncio.CancelledError as exc:
             self._end(exc)
+        except BaseException as exc:  # the engine suspends or stops the run
+            await self._end_when_drained(exc)
         else:
             await self._reply(message["call"], value=value)
 

@@ -419,3 +419,27 @@ async def run(event, step):
     else:
         assert details.output == "timed out"
         assert deploys == []
+
+
+async def test_parallel_gates_in_a_sandboxed_plan_are_asked_together(
+    db_url: str, pool: SandboxPool,
+) -> None:
+    # The first gate hibernates the run; the host serves what the child had already sent
+    # (the second gate) before ending it, so both are open at once, as in process.
+    source = '''
+async def run(event, step):
+    eu, us = await step.all(step.wait_for_approval("deploy eu", prompt="EU?"),
+                            step.wait_for_approval("deploy us", prompt="US?"))
+    return [eu.approved, us.approved]
+'''
+    async with af.Engine.open(db_url, poll_interval=0.05) as engine:
+        instance = await engine.register("gates", pool.runner(source)).create(id="g")
+        await wait_for(instance, "waiting", timeout=20)
+        await asyncio.sleep(0.1)
+        assert sorted(r.gate for r in await instance.approvals()) == ["deploy eu", "deploy us"]
+        await instance.approve("deploy us")
+        await asyncio.sleep(0.2)
+        assert [r.gate for r in await instance.approvals()] == ["deploy eu"]
+        await instance.reject("deploy eu")
+        details = await wait_for(instance, "complete", "errored", timeout=20)
+    assert details.output == [False, True]
