@@ -63,6 +63,29 @@ def _upsert_steps(conn: Any, iid: int, records: Sequence[StepRecord]) -> None:
         conn.executemany(_UPSERT_STEP, [_step_values(iid, r) for r in records])
 
 
+def _save_step_checked(
+    conn: Any, iid: int, owner: str, record: StepRecord, consume: int | None,
+    earlier: Sequence[StepRecord],
+) -> str:
+    """Journal ``earlier`` then ``record`` for the run that owns the instance, taking inbox
+    event ``consume``; the instance's status. Every check comes before the first write."""
+    status = _owned_status(conn, iid, owner)
+    if consume is not None and conn.execute(
+        "SELECT 1 FROM inbox WHERE seq = ? AND iid = ? AND consumed_by IS NULL",
+        (consume, iid),
+    ).fetchone() is None:
+        raise LeaseLost("event already consumed")
+    _upsert_steps(conn, iid, earlier)
+    if consume is None:
+        conn.execute(_UPSERT_STEP, _step_values(iid, record))
+    else:
+        (seq,) = conn.execute(
+            _UPSERT_STEP + " RETURNING seq", _step_values(iid, record)
+        ).fetchone()
+        conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
+    return status
+
+
 _dumps = compact_encoder()
 
 

@@ -14,15 +14,7 @@ from typing import Any, cast
 
 from ..errors import StorageError
 from ._pg_connection import PgConnection, PgDb
-from ._statements import (
-    _UPSERT_STEP,
-    SCHEMA_VERSION,
-    WAKE_HEAD_START,
-    _owned_status,
-    _step_values,
-    _upsert_steps,
-)
-from .protocol import LeaseLost
+from ._statements import SCHEMA_VERSION, WAKE_HEAD_START, _save_step_checked
 from .records import HistoryItem, StepRecord
 from .sqlite import SqliteStorage
 
@@ -124,17 +116,7 @@ class PostgresStorage(SqliteStorage):
         consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
     ) -> str:
         def run(conn: PgConnection) -> str:
-            status = _owned_status(conn, iid, owner)  # the row stays locked
-            if consume is not None and conn.execute(
-                "SELECT 1 FROM inbox WHERE seq = ? AND iid = ? AND consumed_by IS NULL",
-                (consume, iid),
-            ).fetchone() is None:
-                raise LeaseLost("event already consumed")
-            _upsert_steps(conn, iid, earlier)
-            (seq,) = conn.execute(_UPSERT_STEP + " RETURNING seq",
-                                  _step_values(iid, record)).fetchone()
-            if consume is not None:
-                conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
+            status = _save_step_checked(conn, iid, owner, record, consume, earlier)
             self._history(iid, history)
             return status
 

@@ -22,7 +22,6 @@ from ._statements import (
     _INSTANCE_COLUMNS,
     _RECORD_FIELDS,
     _STEP_COLUMNS,
-    _UPSERT_STEP,
     _UPSERT_STEP_IF_RUNNING,
     SCHEMA_VERSION,
     WAKE_HEAD_START,
@@ -31,7 +30,7 @@ from ._statements import (
     _history_rows,
     _instance,
     _owned_status,
-    _step_values,
+    _save_step_checked,
     _upsert_steps,
 )
 from .protocol import Decide, LeaseLost
@@ -277,20 +276,7 @@ class SqliteStorage(Scheduling):
         rows: list[tuple[Any, ...]], consume: int | None, earlier: Sequence[StepRecord],
     ) -> str:
         # Every check comes before the first write, so this unit needs no savepoint.
-        status = _owned_status(conn, iid, owner)
-        if consume is not None and conn.execute(
-            "SELECT 1 FROM inbox WHERE seq = ? AND iid = ? AND consumed_by IS NULL",
-            (consume, iid),
-        ).fetchone() is None:
-            raise LeaseLost("event already consumed")
-        _upsert_steps(conn, iid, earlier)
-        if consume is None:
-            conn.execute(_UPSERT_STEP, _step_values(iid, record))
-        else:
-            (seq,) = conn.execute(
-                _UPSERT_STEP + " RETURNING seq", _step_values(iid, record)
-            ).fetchone()
-            conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
+        status = _save_step_checked(conn, iid, owner, record, consume, earlier)
         if rows:
             self._db.later(_INSERT_HISTORY, rows)
         return status
