@@ -74,6 +74,7 @@ class _Session:
         # A step ended the run (the engine hibernates it): the end waits until the child
         # has said everything it sent before ('drained'), or DRAIN_SECONDS.
         self.held: BaseException | None = None
+        self.drains = 0  # drain messages sent and not yet answered
         self.finished: asyncio.Future[Any] | None = None  # the run's outcome
         self.reusable = False
         self.id = next(_RUN_IDS)
@@ -164,10 +165,22 @@ class _Session:
         timer = asyncio.get_running_loop().call_later(DRAIN_SECONDS, self._end, exc)
         if self.finished is not None:
             self.finished.add_done_callback(lambda _: timer.cancel())
+        await self._drain()
+
+    async def _drain(self) -> None:
+        self.drains += 1
         try:
             await self.process.send({"op": "drain"})
         except (ConnectionError, BrokenPipeError):
-            self._end(exc)
+            assert self.held is not None
+            self._end(self.held)
+
+    def _maybe_end_held(self, _: Any = None) -> None:
+        """A held run ends once every drain is answered and no step or tool call is still
+        being served (one may yet reply, and the child go on to further waits)."""
+        if (self.held is not None and self.drains <= 0
+                and all(task.done() for task in self.tasks)):
+            self._end(self.held)
 
     def _died(self, exc: BaseException) -> BaseException:
         if self.ending is not None:
@@ -218,8 +231,8 @@ class _Session:
                 raise TypeError("'failed' without an error object")
             return plan_error(error)
         if op == "drained":
-            if self.held is not None:
-                self._end(self.held)
+            self.drains -= 1
+            self._maybe_end_held()
             return False, None
         if op == "print":
             text = str(message.get("text", ""))
@@ -243,6 +256,7 @@ class _Session:
             if task is not None:
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
+                task.add_done_callback(self._maybe_end_held)
         return False, None
 
     async def _reply(self, call: Any, **fields: Any) -> None:
@@ -251,6 +265,8 @@ class _Session:
         except (TypeError, ValueError, RecursionError, _wire.WireError) as exc:
             await self.process.send({"op": "reply", "call": call,
                                      "error": {"name": "TypeError", "message": str(exc)}})
+        if self.held is not None and self.ending is None:
+            await self._drain()  # the child goes on from this reply: drain that too
 
     async def _tool(self, message: dict[str, Any]) -> None:
         name = message.get("name")

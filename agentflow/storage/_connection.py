@@ -49,6 +49,7 @@ class Connection:
         self._checkpointer: _Checkpointer | None = None
         self._later: dict[str, list[Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: int | None = None  # the thread running ``_loop``
 
     def start(self) -> None:
         self._loop = None
@@ -100,10 +101,13 @@ class Connection:
 
         ``savepoint=False`` is for units that raise only before their first write: they skip
         the savepoint that would undo a half-done unit."""
-        # The loop is looked up again only when the one in use stopped: on Python 3.11
-        # get_running_loop() makes a getpid() system call, and this runs for every step.
+        # The loop is looked up again only when the caller may be on another one (another
+        # thread, or the one in use stopped): on Python 3.11 get_running_loop() makes a
+        # getpid() system call, and this runs for every step. (One loop at a time: the
+        # store is not for several threads' loops writing at once.)
         loop = self._loop
-        if loop is None or not loop.is_running():
+        if (loop is None or self._thread != threading.get_ident()
+                or not loop.is_running()):
             loop = self._bind_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._flushing:
@@ -114,9 +118,11 @@ class Connection:
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
         if loop is not self._loop:
-            # Used from another loop (a script's successive asyncio.run calls): a flush the
-            # last one had scheduled never ran, so the next write schedules one here.
+            # Used from another loop (a script's successive asyncio.run calls, a threaded
+            # web app's requests): a flush the last one had scheduled may never run, so the
+            # next write schedules one here.
             self._loop = loop
             self._flushing = False
         return loop

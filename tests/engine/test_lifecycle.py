@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -390,4 +391,37 @@ def test_an_engine_serves_successive_event_loops(db_url: str, db_path: Path) -> 
     for id in ("a", "b"):
         assert asyncio.run(asyncio.wait_for(create(id), 5)) == "queued"
     asyncio.run(asyncio.wait_for(engine.close(), 5))
+    assert rows(db_path, "SELECT id FROM instances ORDER BY iid") == [("a",), ("b",)]
+
+
+def test_an_engine_serves_the_loop_of_another_thread_while_the_first_still_runs(
+    db_url: str, db_path: Path,
+) -> None:
+    # A threaded sync web app: each request runs asyncio.run on its own thread, one after
+    # the other, while an earlier request's loop has not finished yet.
+    async def open_store() -> af.Engine:
+        return await af.Engine.open(db_url, worker=False)
+
+    engine = asyncio.run(open_store())
+    created, release = threading.Event(), threading.Event()
+
+    async def first_request() -> None:
+        await engine.binding("wf").create(id="a")
+        created.set()
+        while not release.is_set():  # this loop is still running
+            await asyncio.sleep(0.01)
+
+    thread = threading.Thread(target=asyncio.run, args=(first_request(),))
+    thread.start()
+    try:
+        assert created.wait(5)
+
+        async def second_request() -> str:
+            return (await (await engine.binding("wf").create(id="b")).status()).status
+
+        assert asyncio.run(asyncio.wait_for(second_request(), 5)) == "queued"
+    finally:
+        release.set()
+        thread.join()
+    asyncio.run(engine.close())
     assert rows(db_path, "SELECT id FROM instances ORDER BY iid") == [("a",), ("b",)]

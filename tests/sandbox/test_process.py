@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import os
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -443,3 +445,37 @@ async def run(event, step):
         await instance.reject("deploy eu")
         details = await wait_for(instance, "complete", "errored", timeout=20)
     assert details.output == [False, True]
+
+
+async def test_a_sandboxed_sibling_gate_after_a_late_commit_is_asked_in_the_same_run(
+    db_url: str, db_path: Path, pool: SandboxPool,
+) -> None:
+    # The branch's step is journaled after the other branch hibernated (another process holds
+    # the write lock): the host drains the child again after that reply, so the gate the
+    # branch then reaches is asked in the same run.
+    if not db_url.startswith("sqlite"):
+        pytest.skip("holds the SQLite write lock from another connection")
+    source = '''
+async def run(event, step):
+    async def us():
+        await step.do("prepare", lambda: tools.prepare())
+        return await step.wait_for_approval("deploy us", prompt="US?")
+    us, eu = await step.all(us(), step.wait_for_approval("deploy eu", prompt="EU?"))
+    return [eu.approved, us.approved]
+'''
+
+    def prepare() -> int:
+        other = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        threading.Timer(0.05, lambda: (other.execute("COMMIT"), other.close())).start()
+        return 1
+
+    async with af.Engine.open(db_url, poll_interval=0.05) as engine:
+        runner = pool.runner(source, tools={"prepare": prepare})
+        instance = await engine.register("gates", runner).create(id="g")
+        await wait_for(instance, "waiting", timeout=20)
+        await asyncio.sleep(0.3)
+        assert sorted(r.gate for r in await instance.approvals()) == ["deploy eu", "deploy us"]
+        runs = [h.data async for h in instance.events(follow=False)
+                if h.type == "instance.started"]
+        assert runs == [{"run": 1}]
