@@ -198,8 +198,10 @@ class RunState:
         except LeaseLost:
             self.stopped = True
             raise Stop() from None
-        finally:
-            self._storage_call_ended()
+        finally:  # (_storage_call_ended, inline: this runs for every step)
+            self.pending -= 1
+            if self.settling and not self.pending and not self.busy:
+                self._idle.set()
         if status == "waiting_for_pause":
             self.pause_requested = True
         self.journal[(record.name, record.count)] = record
