@@ -49,7 +49,6 @@ class Connection:
         self._checkpointer: _Checkpointer | None = None
         self._later: dict[str, list[Any]] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: int | None = None  # the thread running ``_loop``
 
     def start(self) -> None:
         self._loop = None
@@ -101,14 +100,10 @@ class Connection:
 
         ``savepoint=False`` is for units that raise only before their first write: they skip
         the savepoint that would undo a half-done unit."""
-        # The loop is looked up again only when the caller may be on another one (another
-        # thread, or the one in use stopped): on Python 3.11 get_running_loop() makes a
-        # getpid() system call, and this runs for every step. (One loop at a time: the
-        # store is not for several threads' loops writing at once.)
-        loop = self._loop
-        if (loop is None or self._thread != threading.get_ident()
-                or not loop.is_running()):
-            loop = self._bind_loop()
+        # (One loop at a time: the store is not for several threads' loops writing at once.)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._flushing:
             loop.call_soon(self._flush_now)
@@ -118,7 +113,6 @@ class Connection:
 
     def _bind_loop(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()
-        self._thread = threading.get_ident()
         if loop is not self._loop:
             # Used from another loop (a script's successive asyncio.run calls, a threaded
             # web app's requests): a flush the last one had scheduled may never run, so the
