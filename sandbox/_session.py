@@ -26,6 +26,11 @@ class Limits:
     memory_bytes: int = 512 * 1024 * 1024
     cpu_seconds: float = 10.0  # per run, checked every ``check_every`` seconds
     check_every: float = 0.05
+    # A step without an explicit timeout runs its first attempt in the child, ahead of the
+    # host, under no deadline of the engine's: its tool calls are stopped this long after the
+    # first of them (the engine's default step timeout, 10 minutes), as an in-process body
+    # would be stopped.
+    ahead_step_timeout: float = 600.0
 
 
 def _event_data(event: Any) -> dict[str, Any]:
@@ -69,6 +74,8 @@ class _Session:
         self.answered: set[Any] = set()
         # Body calls (attempts) given up on: tool calls they make from now on are refused.
         self.abandoned: set[int] = set()
+        # Steps run ahead in the child: when their tool calls must stop (loop time).
+        self.ahead_deadlines: dict[tuple[str, int], float] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.ending: BaseException | None = None
         # A step ended the run (the engine hibernates it): the end waits until the child
@@ -282,26 +289,42 @@ class _Session:
                            "tool calls no longer run",
             })
             return
+        deadline = None
+        if step is not None and _attempt_of(message.get("step")) is None:  # run ahead
+            loop = asyncio.get_running_loop()
+            deadline = self.ahead_deadlines.setdefault(
+                step, loop.time() + self.limits.ahead_step_timeout)
+            if deadline <= loop.time():
+                await self._reply(call, error=self._ran_past(step, name))
+                return
         serving = self.tool_calls.setdefault(step, {})
         task = asyncio.current_task()
         assert task is not None, "tools are served from tasks of their own"
         serving[call] = task
+        scope: asyncio.Timeout | None = None
         try:
             if fn is None:
                 raise AttributeError(f"no tool named {name!r} is granted")
             with step_scope(step):
                 result = fn(*(message.get("args") or []), **(message.get("kwargs") or {}))
                 if inspect.isawaitable(result):
-                    result = await result
+                    async with asyncio.timeout_at(deadline) as scope:
+                        result = await result
             reply: dict[str, Any] = {"value": _plain(result)}
         except Exception as exc:
-            reply = {"error": error_info(exc)}
+            expired = scope is not None and scope.expired()
+            reply = {"error": self._ran_past(step, name) if expired else error_info(exc)}
         finally:
             serving.pop(call, None)
         if call in self.answered:
             self.answered.discard(call)  # its step gave up on it: the child has moved on
             return
         await self._reply(call, **reply)
+
+    def _ran_past(self, step: tuple[str, int] | None, tool: Any) -> dict[str, str]:
+        return {"name": "TimeoutError", "message": (
+            f"step {step[0] if step else '?'!r} ran past its "
+            f"{self.limits.ahead_step_timeout:g}-second timeout; tool {tool!r} was stopped")}
 
     async def _abandon_tools(self, step: tuple[str, int] | None, why: str) -> None:
         """The host gave up on ``step``'s body (its attempt timed out): stop the tool calls it

@@ -479,3 +479,37 @@ async def run(event, step):
         runs = [h.data async for h in instance.events(follow=False)
                 if h.type == "instance.started"]
         assert runs == [{"run": 1}]
+
+
+async def test_a_step_run_ahead_in_the_child_is_stopped_at_the_default_timeout(
+    db_url: str,
+) -> None:
+    # Without an explicit timeout the child runs the step's first attempt ahead, under no
+    # deadline of the engine's; the host stops its tool calls after the default timeout
+    # (here 0.3 s) as the engine stops an in-process body, rather than waiting forever.
+    source = '''
+async def run(event, step):
+    try:
+        return await step.do("hang", lambda: tools.hang(), retries={"limit": 0})
+    except TimeoutError as exc:
+        return "stopped: " + str(exc)
+'''
+    finished: list[str] = []
+
+    async def hang() -> str:
+        await asyncio.sleep(30)
+        finished.append("hang")
+        return "too late"
+
+    limits = Limits(cpu_seconds=0.5, ahead_step_timeout=0.3)
+    async with SandboxPool(size=1, limits=limits) as pool, \
+            af.Engine.open(db_url, poll_interval=0.05) as engine:
+        binding = engine.register("h", pool.runner(source, tools={"hang": hang}))
+        started = asyncio.get_running_loop().time()
+        details = await wait_for(await binding.create(), "complete", "errored", timeout=20)
+        took = asyncio.get_running_loop().time() - started
+    assert details.error is None, details.error
+    assert details.output == (
+        "stopped: step 'hang' ran past its 0.3-second timeout; tool 'hang' was stopped")
+    assert took < 5
+    assert finished == []
