@@ -279,24 +279,12 @@ class _Session:
         name = message.get("name")
         fn = self.tools.get(name) if isinstance(name, str) else None
         call, step = message["call"], _step_key(message.get("step"))
-        if _attempt_of(message.get("step")) in self.abandoned:
-            # Made by an attempt that timed out (its body went on, say after catching the
-            # error of a tool call that was stopped): an in-process body would have been
-            # cancelled at this await, so the tool does not run.
-            await self._reply(call, error={
-                "name": "TimeoutError",
-                "message": f"step {step[0] if step else '?'!r}: this attempt timed out; its "
-                           "tool calls no longer run",
-            })
+        attempt = _attempt_of(message.get("step"))
+        deadline = None if attempt is not None or step is None else self._ahead_deadline(step)
+        refused = self._refusal(step, attempt, deadline, name)
+        if refused is not None:
+            await self._reply(call, error=refused)
             return
-        deadline = None
-        if step is not None and _attempt_of(message.get("step")) is None:  # run ahead
-            loop = asyncio.get_running_loop()
-            deadline = self.ahead_deadlines.setdefault(
-                step, loop.time() + self.limits.ahead_step_timeout)
-            if deadline <= loop.time():
-                await self._reply(call, error=self._ran_past(step, name))
-                return
         serving = self.tool_calls.setdefault(step, {})
         task = asyncio.current_task()
         assert task is not None, "tools are served from tasks of their own"
@@ -320,6 +308,26 @@ class _Session:
             self.answered.discard(call)  # its step gave up on it: the child has moved on
             return
         await self._reply(call, **reply)
+
+    def _ahead_deadline(self, step: tuple[str, int]) -> float:
+        """When the tool calls of a step the child runs ahead must stop (loop time): the
+        default step timeout after the first of them."""
+        return self.ahead_deadlines.setdefault(
+            step, asyncio.get_running_loop().time() + self.limits.ahead_step_timeout)
+
+    def _refusal(self, step: tuple[str, int] | None, attempt: int | None,
+                 deadline: float | None, tool: Any) -> dict[str, str] | None:
+        """The error a tool call gets instead of running, if it may not run."""
+        if attempt in self.abandoned:
+            # Made by an attempt that timed out (its body went on, say after catching the
+            # error of a tool call that was stopped): an in-process body would have been
+            # cancelled at this await, so the tool does not run.
+            return {"name": "TimeoutError",
+                    "message": f"step {step[0] if step else '?'!r}: this attempt timed out; "
+                               "its tool calls no longer run"}
+        if deadline is not None and deadline <= asyncio.get_running_loop().time():
+            return self._ran_past(step, tool)
+        return None
 
     def _ran_past(self, step: tuple[str, int] | None, tool: Any) -> dict[str, str]:
         return {"name": "TimeoutError", "message": (
