@@ -100,10 +100,7 @@ class Connection:
 
         ``savepoint=False`` is for units that raise only before their first write: they skip
         the savepoint that would undo a half-done unit."""
-        # (One loop at a time: the store is not for several threads' loops writing at once.)
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
-            self._bind_loop()
+        loop = self._use_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._flushing:
             loop.call_soon(self._flush_now)
@@ -111,19 +108,20 @@ class Connection:
         self._queue.append((fn, savepoint, future))
         return future
 
-    def _bind_loop(self) -> asyncio.AbstractEventLoop:
+    def _use_loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop. One loop at a time: the store is not for several threads' loops
+        writing at once, but may pass from one to the next (a script's successive
+        asyncio.run calls, a threaded web app's requests); a flush the last loop had
+        scheduled may then never run, so the next write schedules one."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
-            # Used from another loop (a script's successive asyncio.run calls, a threaded
-            # web app's requests): a flush the last one had scheduled may never run, so the
-            # next write schedules one here.
             self._loop = loop
             self._flushing = False
         return loop
 
     def _flush_now(self) -> None:
         if not self._try_commit():
-            self._bind_loop().create_task(self._flush_when_unlocked())
+            asyncio.get_running_loop().create_task(self._flush_when_unlocked())
 
     async def _flush_when_unlocked(self) -> None:
         deadline = time.monotonic() + self._lock_timeout
@@ -227,7 +225,7 @@ class Connection:
 
     async def close(self) -> None:
         if self._queue:
-            self._bind_loop()  # units a loop that ended left queued are committed now
+            self._use_loop()  # units a loop that ended left queued are committed now
             if not self._flushing:
                 self.write(lambda conn: None)
         while self._queue:
