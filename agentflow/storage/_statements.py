@@ -3,8 +3,11 @@ written with ``?`` placeholders (the PostgreSQL connection translates them)."""
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 from collections.abc import Sequence
+from itertools import compress, repeat
 from typing import Any
 
 from .._codec import compact_encoder
@@ -32,35 +35,69 @@ def _instance(row: Sequence[Any], inbox_pending: bool = True) -> InstanceRow:
     return InstanceRow(*values)
 
 
-# The columns in StepRecord's field order: a record's values are ``(iid, *record[:13])``.
-_UPSERT_STEP = (
+# Journal entries are upserts: the columns in StepRecord's field order, then the conflict.
+_STEP_INSERT = (
     "INSERT INTO steps (iid, name, count, kind, state, started_at, result, error_name, "
     "error_message, error_detail, attempts, wake_at, event_type, finished_at) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+)
+_STEP_CONFLICT = (
     "ON CONFLICT (iid, name, count) DO UPDATE SET state = excluded.state, "
     "result = excluded.result, error_name = excluded.error_name, "
     "error_message = excluded.error_message, error_detail = excluded.error_detail, "
     "attempts = excluded.attempts, wake_at = excluded.wake_at, "
     "event_type = excluded.event_type, finished_at = excluded.finished_at"
 )
-
-# The common case in one statement: journal the step if the run still owns a running instance.
-_UPSERT_STEP_IF_RUNNING = (
-    _UPSERT_STEP[:_UPSERT_STEP.index("VALUES")]
-    + "SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM instances "
-    "WHERE iid = ? AND owner = ? AND status = 'running') "
-    + _UPSERT_STEP[_UPSERT_STEP.index("ON CONFLICT"):]
-)
 _RECORD_FIELDS = len(StepRecord._fields) - 1  # all but seq, which the backend assigns
+_IF_RUNNING = (
+    "WHERE EXISTS (SELECT 1 FROM instances WHERE iid = ? AND owner = ? AND status = 'running') "
+)
 
 
-def _step_values(iid: int, r: StepRecord) -> tuple[Any, ...]:
-    return (iid, *r[:_RECORD_FIELDS])
+# Binding None costs the sqlite3 module about a microsecond per parameter (it looks for an
+# adapter first), more than the rest of a row: a record's empty columns are spelled NULL in
+# the statement instead, one statement per shape (which columns are empty; a handful occur).
+@functools.cache
+def _upsert_sql(empty: tuple[bool, ...], if_running: bool = False) -> str:
+    """The upsert of records whose columns ``empty`` says are None; ``if_running``: only if
+    the run still owns a running instance (two more parameters: iid, owner)."""
+    marks = ", ".join("NULL" if none else "?" for none in empty)
+    if if_running:
+        return f"{_STEP_INSERT}SELECT ?, {marks} {_IF_RUNNING}{_STEP_CONFLICT}"
+    return f"{_STEP_INSERT}VALUES (?, {marks}) {_STEP_CONFLICT}"
+
+
+def _step_statement(iid: int, r: StepRecord, *extra: Any) -> tuple[str, tuple[Any, ...]]:
+    """The upsert that journals ``r`` and its parameters (``extra`` selects the if-running
+    form and is its iid and owner)."""
+    fields = r[:_RECORD_FIELDS]
+    empty = tuple(map(operator.is_, fields, repeat(None)))
+    present = compress(fields, map(operator.is_not, fields, repeat(None)))
+    return _upsert_sql(empty, bool(extra)), (iid, *present, *extra)
+
+
+# The commonest entry, a finished step with no error, wait or timer, has a statement of its
+# own, chosen and filled without looking at every column (``_done_values``).
+_UPSERT_DONE_IF_RUNNING = _upsert_sql(
+    tuple(name in ("error_name", "error_message", "error_detail", "wake_at", "event_type")
+          for name in StepRecord._fields[:_RECORD_FIELDS]),
+    if_running=True,
+)
+
+
+def _is_done_shape(r: StepRecord) -> bool:
+    """Whether ``_UPSERT_DONE_IF_RUNNING`` can write ``r``: every column it spells NULL is."""
+    return (r.error_name is None and r.error_message is None and r.error_detail is None
+            and r.wake_at is None and r.event_type is None)
+
+
+def _done_values(iid: int, r: StepRecord, owner: str) -> tuple[Any, ...]:
+    return (iid, r.name, r.count, r.kind, r.state, r.started_at, r.result, r.attempts,
+            r.finished_at, iid, owner)
 
 
 def _upsert_steps(conn: Any, iid: int, records: Sequence[StepRecord]) -> None:
-    if records:
-        conn.executemany(_UPSERT_STEP, [_step_values(iid, r) for r in records])
+    for record in records:  # one at a time: an instance's entries are numbered in order
+        conn.execute(*_step_statement(iid, record))
 
 
 def _save_step_checked(
@@ -76,12 +113,11 @@ def _save_step_checked(
     ).fetchone() is None:
         raise LeaseLost("event already consumed")
     _upsert_steps(conn, iid, earlier)
+    sql, values = _step_statement(iid, record)
     if consume is None:
-        conn.execute(_UPSERT_STEP, _step_values(iid, record))
+        conn.execute(sql, values)
     else:
-        (seq,) = conn.execute(
-            _UPSERT_STEP + " RETURNING seq", _step_values(iid, record)
-        ).fetchone()
+        (seq,) = conn.execute(sql + " RETURNING seq", values).fetchone()
         conn.execute("UPDATE inbox SET consumed_by = ? WHERE seq = ?", (seq, consume))
     return status
 
@@ -89,15 +125,20 @@ def _save_step_checked(
 _dumps = compact_encoder()
 
 
+# Empty columns travel as values no entry has (no step is named '', counts and attempts
+# start at 1, data is a JSON object) and become NULL in the statement: binding None costs
+# more than the rest of the row (see _UPSERT_DONE_IF_RUNNING), and one statement for every
+# row keeps an instance's entries in the order they were written.
 _INSERT_HISTORY = (
     "INSERT INTO history (iid, at, type, step, count, attempt, since, data) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, NULLIF(?, ''), NULLIF(?, 0), NULLIF(?, 0), ?, NULLIF(?, ''))"
 )
 
 
 def _history_row(iid: int, h: HistoryItem) -> tuple[Any, ...]:
-    return (iid, h.at, h.type, h.step, h.count, h.attempt, h.since,
-            _dumps(h.data) if h.data else None)
+    step, count, attempt = h.step, h.count, h.attempt
+    return (iid, h.at, h.type, "" if step is None else step, 0 if count is None else count,
+            0 if attempt is None else attempt, h.since, _dumps(h.data) if h.data else "")
 
 
 def _history_rows(iid: int, items: Sequence[HistoryItem]) -> list[tuple[Any, ...]]:
