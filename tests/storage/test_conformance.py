@@ -557,6 +557,31 @@ async def test_save_step_upserts_by_name_and_count_in_journal_order(storage: Sto
     assert (await storage.read_history(row.iid))[-1].type == "step.completed"
 
 
+async def test_history_keeps_empty_columns_empty(storage: Storage) -> None:
+    """Entries with any mix of empty fields read back exactly (the SQLite backend spells
+    empty columns specially on the way in; none of that may show on the way out)."""
+    row = await start(storage)
+    owner = token(row)
+    items = [
+        HistoryItem("instance.log", T0 + 1, data={"text": "hi"}),
+        HistoryItem("step.completed", T0 + 2, "a", None, 1, 1, T0 + 1),
+        HistoryItem("attempt.failed", T0 + 3, "b", {"error": "x"}, 2, 3),
+        HistoryItem("instance.paused", T0 + 4),
+    ]
+    await storage.save_step(row.iid, owner, done("a"), items[:2])
+    await storage.append_history(row.iid, owner, items[2:])
+    history = (await storage.read_history(row.iid))[-4:]
+    assert [(h.type, h.at, h.step, h.count, h.attempt, h.since) for h in history] == [
+        ("instance.log", T0 + 1, None, None, None, None),
+        ("step.completed", T0 + 2, "a", 1, 1, T0 + 1),
+        ("attempt.failed", T0 + 3, "b", 2, 3, None),
+        ("instance.paused", T0 + 4, None, None, None, None),
+    ]
+    assert [None if h.data is None else json.loads(h.data) for h in history] == [
+        {"text": "hi"}, None, {"error": "x"}, None,
+    ]
+
+
 async def test_save_step_reports_a_requested_pause(storage: Storage) -> None:
     row = await start(storage)
     await storage.transition(row.iid, lambda r: transitions.pause(r, T0))
