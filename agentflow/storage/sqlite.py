@@ -275,7 +275,7 @@ class SqliteStorage(Scheduling):
                 # takes the checked path, which says why.
                 if (conn.execute(_UPSERT_DONE_IF_RUNNING, _done_values(iid, record, owner))
                         if _is_done_shape(record)
-                        else conn.execute(*_step_statement(iid, record, iid, owner))
+                        else conn.execute(*_step_statement(iid, record, owner))
                         ).rowcount == 1:
                     if rows:
                         self._db.later(_INSERT_HISTORY, rows)
