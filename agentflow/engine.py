@@ -87,7 +87,7 @@ class Engine:
         per instance (10,000), ``poll_interval`` seconds for other processes' writes (0.5),
         ``lease_seconds`` (30), ``tune_gc`` (default True: while the worker runs, the garbage
         collector's young-generation threshold is raised from the interpreter default of 700
-        to 10,000, which saves 15-20% of a busy worker's time; False leaves it alone)."""
+        to 100,000, which saves 15-20% of a busy worker's time; False leaves it alone)."""
         return _Opening(cls(storage_from_url(url), **options))
 
     async def _start(self) -> Engine:

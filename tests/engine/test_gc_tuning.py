@@ -29,7 +29,7 @@ async def one_step(event: af.Event, step: af.Step) -> int:
 
 async def test_a_worker_raises_the_default_threshold_until_it_closes(db_url: str) -> None:
     async with af.Engine.open(db_url) as engine:
-        assert gc.get_threshold() == (10_000, 10, 10)
+        assert gc.get_threshold() == (100_000, 10, 10)
         instance = await engine.register("wf", one_step).create()
         assert (await instance.wait(timeout=10)).output == 1
     assert gc.get_threshold() == DEFAULT
@@ -53,7 +53,7 @@ async def test_the_last_engine_to_close_restores_it(db_url: str) -> None:
     first = await af.Engine.open(db_url)
     second = await af.Engine.open(db_url)
     await first.close()
-    assert gc.get_threshold()[0] == 10_000  # the second still runs
+    assert gc.get_threshold()[0] == 100_000  # the second still runs
     await second.close()
     assert gc.get_threshold() == DEFAULT
     await second.close()  # closing twice releases once
