@@ -55,6 +55,9 @@ class RunState:
     wake_at: float | None = None
     wait_types: set[str] = field(default_factory=set)
     pending_history: list[HistoryItem] = field(default_factory=list)
+    # The step saved next finished at its first attempt: its feed entry is the compact one
+    # the storage makes from its record (set and taken without a wait in between).
+    entry: bool = False
     attempts: dict[tuple[str, int], Attempt] = field(default_factory=dict)
     # Journal entries that are written with the run's next write rather than on their own:
     # each can be re-derived on replay from the clock alone (see Step).
@@ -134,15 +137,14 @@ class RunState:
                       **data: object) -> None:
         """Record the end of an attempt (at ``at``, or now). The common case, a step whose
         first attempt succeeds quickly, becomes one compact 'step.completed' entry that
-        readers expand into step.started, attempt.started and step.completed."""
+        readers expand into step.started, attempt.started and step.completed: the storage
+        makes it from the step's record (``entry``), which the next save journals."""
         self.attempts.pop((current.name, current.count), None)
         now = self.clock.now() if at is None else at
         if kind == "step.completed" and current.first and current.attempt == 1 and (
             not current.flushed
         ):
-            self.pending_history.append(HistoryItem(
-                kind, now, current.name, None, current.count, 1, current.at
-            ))
+            self.entry = True
             return
         if not current.flushed:
             self._started_history(current)
@@ -190,10 +192,12 @@ class RunState:
     async def save(self, record: StepRecord, consume: int | None = None) -> None:
         """Journal ``record`` with the pending history; learn of pauses and terminations."""
         earlier, self.deferred = self.deferred, []
+        entry, self.entry = self.entry, False
         self.pending += 1
         try:
             status = await self.storage.save_step(
-                self.iid, self.owner, record, self.take_history(), consume, earlier=earlier
+                self.iid, self.owner, record, self.take_history(), consume, earlier=earlier,
+                entry=entry,
             )
         except LeaseLost:
             self.stopped = True

@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from ..errors import StorageError
 
@@ -39,10 +39,23 @@ def _is_locked(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+class CommitHooks(Protocol):
+    """What a store does around each group commit: at its start (inside the transaction),
+    just before it commits (a last write), and at its end, committed or not."""
+
+    def begin(self, conn: sqlite3.Connection) -> None: ...
+
+    def before_commit(self, conn: sqlite3.Connection) -> None: ...
+
+    def end(self) -> None: ...
+
+
 class Connection:
-    def __init__(self, path: str, *, lock_timeout: float = 30.0) -> None:
+    def __init__(self, path: str, *, lock_timeout: float = 30.0,
+                 hooks: CommitHooks | None = None) -> None:
         self._path = path
         self._lock_timeout = lock_timeout
+        self._hooks = hooks
         self._conn: sqlite3.Connection | None = None
         self._queue: list[tuple[Unit, bool, asyncio.Future[Any]]] = []
         self._flushing = False
@@ -169,11 +182,16 @@ class Connection:
         outcomes: list[tuple[bool, Any]] = []
         later: dict[str, list[Any]] = {}
         self._later = later
+        hooks = self._hooks
         try:
+            if hooks is not None:
+                hooks.begin(conn)
             for fn, savepoint, _ in batch:
                 outcomes.append(self._run_unit(conn, fn, savepoint, later))
             for sql, rows in later.items():
                 conn.executemany(sql, rows)
+            if hooks is not None:
+                hooks.before_commit(conn)
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:
@@ -187,6 +205,8 @@ class Connection:
             return True
         finally:
             self._later = None
+            if hooks is not None:
+                hooks.end()
         for (_, _, future), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():  # the caller was cancelled; the work is committed all the same
                 continue

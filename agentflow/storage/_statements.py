@@ -14,7 +14,7 @@ from .._codec import compact_encoder
 from .protocol import LeaseLost
 from .records import HistoryItem, InstanceRow, StepRecord
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
 _ACTIVE = ("running", "waiting_for_pause")
 _INSTANCE_COLUMNS = (
@@ -85,11 +85,18 @@ def _step_statement(
 
 
 # The commonest entry, a finished step with no error, wait or timer, has a statement of its
-# own, chosen and filled without looking at every column (``_done_values``).
-_UPSERT_DONE_IF_RUNNING = _upsert_sql(
-    tuple(name in ("error_name", "error_message", "error_detail", "wake_at", "event_type")
-          for name in StepRecord._fields[:_RECORD_FIELDS]),
-    if_running=True,
+# own, chosen and filled without looking at every column (``_done_values``). It is the first
+# attempt's, so its journal row also stands for its entry in the feed, at place ``hseq``
+# (SQLite; see ``_feed``), the last parameter.
+_UPSERT_DONE_IF_RUNNING = (
+    _upsert_sql(
+        tuple(name in ("error_name", "error_message", "error_detail", "wake_at", "event_type")
+              for name in StepRecord._fields[:_RECORD_FIELDS]),
+        if_running=True,
+    )
+    .replace("finished_at) VALUES", "finished_at, hseq) VALUES", 1)
+    .replace(", ?) ON CONFLICT", ", ?, ?) ON CONFLICT", 1)
+    + ", hseq = excluded.hseq"
 )
 
 

@@ -14,8 +14,13 @@ from typing import Any, cast
 
 from ..errors import StorageError
 from ._pg_connection import PgConnection, PgDb
-from ._statements import SCHEMA_VERSION, WAKE_HEAD_START, _save_step_checked
-from .records import HistoryItem, StepRecord
+from ._statements import (
+    _INSERT_HISTORY,
+    SCHEMA_VERSION,
+    WAKE_HEAD_START,
+    _save_step_checked,
+)
+from .records import HistoryItem, StepRecord, compact_entry
 from .sqlite import SqliteStorage
 
 _SCHEMA = [
@@ -104,6 +109,11 @@ class PostgresStorage(SqliteStorage):
     # -- where the dialects differ ------------------------------------------------------------
     _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
     _BULK_INSERT = False  # rows one statement at a time, each returning its iid
+    _STEP_ENTRIES = False  # every entry of the feed is a history row, numbered by identity
+
+    def _queue_history(self, rows: list[tuple[Any, ...]]) -> None:
+        if rows:
+            self._pg.later(_INSERT_HISTORY, rows)
 
     def _serialise(self, conn: Any, key: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))
@@ -114,7 +124,11 @@ class PostgresStorage(SqliteStorage):
     async def save_step(
         self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
         consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
+        entry: bool = False,
     ) -> str:
+        if entry:
+            history = [*history, compact_entry(record)]
+
         def run(conn: PgConnection) -> str:
             status = _save_step_checked(conn, iid, owner, record, consume, earlier)
             self._history(iid, history)

@@ -103,10 +103,13 @@ class Storage(Protocol):
     def save_step(
         self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
         consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
+        entry: bool = False,
     ) -> Awaitable[str]:
         """Upsert ``earlier`` entries then ``record`` into the journal (and mark inbox event
         ``consume`` as taken by ``record``); resolve to the instance's status. Raises
-        LeaseLost. (An awaitable rather than a coroutine function: a backend may hand back
+        LeaseLost. ``entry``: ``record`` is a step finished at its first attempt, and its
+        compact 'step.completed' entry (``compact_entry(record)``) follows ``history`` in
+        the feed. (An awaitable rather than a coroutine function: a backend may hand back
         its commit's future directly, on the hot path of every step; ``async def`` fits.)"""
         ...
 

@@ -85,6 +85,12 @@ class HistoryItem(NamedTuple):
     since: float | None = None  # set on a compact 'step.completed': when the step started
 
 
+def compact_entry(record: StepRecord) -> HistoryItem:
+    """The compact 'step.completed' entry of a step finished at its first attempt."""
+    return HistoryItem("step.completed", record.finished_at or record.started_at, record.name,
+                       None, record.count, 1, record.started_at)
+
+
 @dataclass(frozen=True, slots=True)
 class HistoryRow:
     seq: int

@@ -14,11 +14,12 @@ from ..errors import StorageError
 from . import _sqlite_approvals as _approvals
 from ._connection import Connection
 from ._create import insert_instances
+from ._feed import INSERT_HISTORY_AT, KEEP_ENTRIES, FeedCounter, init_counter
+from ._feed import READ as READ_FEED
 from ._sqlite_scheduling import Scheduling
 from ._statements import (
     _ACTIVE,
     _CODE_COLUMNS,
-    _INSERT_HISTORY,
     _INSTANCE_COLUMNS,
     _STEP_COLUMNS,
     _UPSERT_DONE_IF_RUNNING,
@@ -46,6 +47,7 @@ from .records import (
     InstanceRow,
     StartNow,
     StepRecord,
+    compact_entry,
 )
 
 __all__ = ["SCHEMA_VERSION", "WAKE_HEAD_START", "SqliteStorage"]
@@ -106,15 +108,25 @@ class SqliteStorage(Scheduling):
 
     # Batches of new instances go in with one executemany (SQLite counts its rows).
     _BULK_INSERT = True
+    # A first attempt's journal row stands for its 'step.completed' entry (see _feed).
+    _STEP_ENTRIES = True
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = Connection(self.path)
+        self._feed = FeedCounter()
+        self._db = Connection(self.path, hooks=self._feed)
 
     def _history(self, iid: int, items: Sequence[HistoryItem]) -> None:
         """Append history rows; inside a write unit, they are inserted with its commit."""
         if items:
-            self._db.later(_INSERT_HISTORY, _history_rows(iid, items))
+            self._queue_history(_history_rows(iid, items))
+
+    def _queue_history(self, rows: list[tuple[Any, ...]]) -> None:
+        """Insert rows built by ``_history_rows`` with this commit, at the next places of
+        the feed."""
+        if rows:
+            first = self._feed.take(len(rows))
+            self._db.later(INSERT_HISTORY_AT, [(first + n, *row) for n, row in enumerate(rows)])
 
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self) -> None:
@@ -148,6 +160,10 @@ class SqliteStorage(Scheduling):
             conn.execute("DROP INDEX IF EXISTS instances_schedule")
             conn.execute("CREATE INDEX instances_schedule ON instances "
                          "(workflow, status, sched, tenant)")
+        if version < 5:  # 5: journal rows stand for their step's entry in the feed
+            if "hseq" not in {row[1] for row in conn.execute("PRAGMA table_info(steps)")}:
+                conn.execute("ALTER TABLE steps ADD COLUMN hseq INTEGER")
+            init_counter(conn)
         if version < SCHEMA_VERSION:
             conn.execute(
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
@@ -173,7 +189,7 @@ class SqliteStorage(Scheduling):
                 if row.owner is not None:  # (empty columns as _history_row spells them)
                     history.append((row.iid, now, "instance.started", "", 0, 0, None,
                                     '{"run":1}'))
-            self._db.later(_INSERT_HISTORY, history)
+            self._queue_history(history)
             return created
 
         # One item raises before its only write; a batch may raise after some.
@@ -265,6 +281,8 @@ class SqliteStorage(Scheduling):
                 "UPDATE inbox SET consumed_by = NULL WHERE iid = ? AND consumed_by >= ?",
                 (iid, start),
             )
+            if self._STEP_ENTRIES:  # the feed keeps the entries those rows stand for
+                conn.execute(KEEP_ENTRIES, (iid, start))
             conn.execute("DELETE FROM steps WHERE iid = ? AND seq >= ?", (iid, start))
         if change.shift_timers:
             conn.execute(
@@ -287,22 +305,38 @@ class SqliteStorage(Scheduling):
     def save_step(
         self, iid: int, owner: str, record: StepRecord, history: Sequence[HistoryItem],
         consume: int | None = None, *, earlier: Sequence[StepRecord] = (),
+        entry: bool = False,
     ) -> Awaitable[str]:
         # (A plain function returning the commit's future: the hot path of every step.) The
         # statement's values and the history rows are built inside the unit, at commit time:
         # built here they would live across the loop turn, and the young collections there
         # walk everything still alive (measured slower).
+        if entry and consume is None and not earlier and _is_done_shape(record):
+            def finished(conn: sqlite3.Connection) -> str:
+                # The commonest write: the journal row stands for the step's entry in the
+                # feed, after the rest of the history (see _feed).
+                rows = _history_rows(iid, history)  # encoded before the first write
+                first = self._feed.take(len(rows) + 1)
+                if conn.execute(_UPSERT_DONE_IF_RUNNING, (
+                        *_done_values(iid, record, owner), first + len(rows))).rowcount == 1:
+                    if rows:
+                        self._db.later(INSERT_HISTORY_AT, [
+                            (first + n, *row) for n, row in enumerate(rows)])
+                    return "running"
+                # Not running, or not ours: the checked path says why.
+                rows.append(_history_row(iid, compact_entry(record)))
+                return self._save_step(conn, iid, owner, record, rows, None, ())
+
+            return self._db.write(finished, savepoint=False)
+        if entry:
+            history = [*history, compact_entry(record)]
         if consume is None and not earlier:
             def common(conn: sqlite3.Connection) -> str:
                 rows = _history_rows(iid, history)  # encoded before the first write
                 # The usual case in one statement; anything else (not running, not ours)
                 # takes the checked path, which says why.
-                if (conn.execute(_UPSERT_DONE_IF_RUNNING, _done_values(iid, record, owner))
-                        if _is_done_shape(record)
-                        else conn.execute(*_step_statement(iid, record, owner))
-                        ).rowcount == 1:
-                    if rows:
-                        self._db.later(_INSERT_HISTORY, rows)
+                if conn.execute(*_step_statement(iid, record, owner)).rowcount == 1:
+                    self._queue_history(rows)
                     return "running"
                 return self._save_step(conn, iid, owner, record, rows, None, ())
 
@@ -319,8 +353,7 @@ class SqliteStorage(Scheduling):
     ) -> str:
         # Every check comes before the first write, so this unit needs no savepoint.
         status = _save_step_checked(conn, iid, owner, record, consume, earlier)
-        if rows:
-            self._db.later(_INSERT_HISTORY, rows)
+        self._queue_history(rows)
         return status
 
     async def append_history(
@@ -369,7 +402,7 @@ class SqliteStorage(Scheduling):
                     raise LeaseLost("unknown")
                 status = str(row[0])
             _upsert_steps(conn, iid, records)
-            self._db.later(_INSERT_HISTORY, rows if status == "queued" else [
+            self._queue_history(rows if status == "queued" else [
                 *rows, _history_row(iid, HistoryItem(f"instance.{status}", now))])
             return status
 
@@ -508,7 +541,8 @@ class SqliteStorage(Scheduling):
 
     async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
         def run(conn: sqlite3.Connection) -> list[HistoryRow]:
-            rows = conn.execute(
+            rows = conn.execute(READ_FEED, (iid, after, iid, after, limit)).fetchall() \
+                if self._STEP_ENTRIES else conn.execute(
                 "SELECT h.seq, h.iid, i.workflow, i.id, h.type, h.at, h.step, h.data, h.count, "
                 "h.attempt, h.since "
                 "FROM history h JOIN instances i ON i.iid = h.iid "

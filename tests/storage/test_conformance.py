@@ -18,6 +18,7 @@ from agentflow.errors import DuplicateInstanceError, InvalidStateError, StorageE
 from agentflow.storage import (
     Change,
     HistoryItem,
+    HistoryRow,
     InboxEvent,
     InstanceRow,
     LeaseLost,
@@ -580,6 +581,81 @@ async def test_history_keeps_empty_columns_empty(storage: Storage) -> None:
     assert [None if h.data is None else json.loads(h.data) for h in history] == [
         {"text": "hi"}, None, {"error": "x"}, None,
     ]
+
+
+def feed(rows: list[HistoryRow]) -> list[tuple[object, ...]]:
+    return [(h.type, h.at, h.step, h.count, h.attempt, h.since) for h in rows]
+
+
+async def test_feed_keeps_the_order_entries_were_written_in(storage: Storage) -> None:
+    row = await start(storage)
+    owner = token(row)
+    first = done("a", at=T0 + 1)._replace(started_at=T0 + 0.5)
+    second = done("b", at=T0 + 3)._replace(started_at=T0 + 2.5)
+    log = HistoryItem("instance.log", T0 + 0.7, data={"text": "hi"})
+    await storage.save_step(row.iid, owner, first, [log], entry=True)
+    await storage.append_history(row.iid, owner, [HistoryItem("instance.log", T0 + 2)])
+    await storage.save_step(row.iid, owner, second, [], entry=True)
+    await storage.finish(row.iid, owner, T0 + 4, "complete", "1", None,
+                         [HistoryItem("instance.completed", T0 + 4)])
+    everything = await storage.read_history(row.iid)
+    assert feed(everything) == [
+        ("instance.queued", T0, None, None, None, None),
+        ("instance.started", T0, None, None, None, None),
+        ("instance.log", T0 + 0.7, None, None, None, None),
+        ("step.completed", T0 + 1, "a", 1, 1, T0 + 0.5),
+        ("instance.log", T0 + 2, None, None, None, None),
+        ("step.completed", T0 + 3, "b", 1, 1, T0 + 2.5),
+        ("instance.completed", T0 + 4, None, None, None, None),
+    ]
+    seqs = [h.seq for h in everything]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert all((h.iid, h.workflow, h.id) == (row.iid, WF, "a") for h in everything)
+    # read a page at a time, each after the last place seen
+    paged: list[HistoryRow] = []
+    while page := await storage.read_history(row.iid, paged[-1].seq if paged else 0, 2):
+        assert len(page) <= 2
+        paged += page
+    assert paged == everything
+
+
+async def test_a_finished_steps_entry_follows_its_journal_write(storage: Storage) -> None:
+    row = await start(storage)
+    owner = token(row)
+    nap = StepRecord("nap", 1, "sleep", "completed", T0, wake_at=T0, finished_at=T0)
+    a = done("a", at=T0 + 1)
+    with pytest.raises(LeaseLost):  # not the owner: neither the step nor its entry
+        await storage.save_step(row.iid, "w9#1", a, [], entry=True)
+    await storage.save_step(row.iid, owner, a, [], earlier=[nap], entry=True)
+    b = done("b", at=T0 + 2)._replace(error_name="x")  # another shape of record
+    await storage.save_step(row.iid, owner, b, [HistoryItem("instance.log", T0 + 2)],
+                            entry=True)
+    assert names(await storage.load_journal(row.iid)) == [("nap", 1), ("a", 1), ("b", 1)]
+    assert feed(await storage.read_history(row.iid))[2:] == [
+        ("step.completed", T0 + 1, "a", 1, 1, T0 + 1),
+        ("instance.log", T0 + 2, None, None, None, None),
+        ("step.completed", T0 + 2, "b", 1, 1, T0 + 2),
+    ]
+
+
+async def test_feed_keeps_the_entries_of_steps_a_restart_removes(storage: Storage) -> None:
+    row = await start(storage)
+    owner = token(row)
+    steps = [done(name, at=T0 + n) for n, name in enumerate("abc", 1)]
+    for record in steps:
+        await storage.save_step(row.iid, owner, record, [], entry=True)
+    before = await storage.read_history(row.iid)
+    from_seq = (await storage.load_journal(row.iid))[1].seq
+    await storage.transition(row.iid, lambda r: transitions.restart(r, T0 + 5, from_seq, "b"))
+    assert names(await storage.load_journal(row.iid)) == [("a", 1)]
+    (again,) = await claim(storage, now=T0 + 6)
+    redo = done("b", at=T0 + 7)
+    await storage.save_step(row.iid, token(again), redo, [], entry=True)
+    after = await storage.read_history(row.iid)
+    assert after[:len(before)] == before  # the same entries, in the same places
+    assert [h.type for h in after[len(before):]] == [
+        "instance.restarted", "instance.started", "step.completed"]
+    assert (after[-1].step, after[-1].at) == ("b", T0 + 7)
 
 
 async def test_save_step_reports_a_requested_pause(storage: Storage) -> None:

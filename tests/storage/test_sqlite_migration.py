@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from agentflow.storage import SqliteStorage
+from agentflow.storage import HistoryItem, HistoryRow, SqliteStorage, StepRecord
 from agentflow.storage.sqlite import SCHEMA_VERSION
 
 
@@ -27,7 +27,7 @@ async def test_a_version_1_database_gains_the_open_waits_index(tmp_path: Path) -
         index = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
                              "name = 'steps_open_waits'").fetchone()
     conn.close()
-    assert int(version[0]) == SCHEMA_VERSION == 4
+    assert int(version[0]) == SCHEMA_VERSION == 5
     assert index is not None
 
 
@@ -56,5 +56,77 @@ async def test_a_version_3_database_gets_the_queue_index_with_tenants(tmp_path: 
         version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     conn.close()
     assert columns == ["workflow", "status", "sched", "tenant"]
-    assert int(version[0]) == 4
+    assert int(version[0]) == SCHEMA_VERSION
     assert [row.id for row in claimed] == ["kept"]  # the data came through
+
+
+async def _steps_in_feed(store: SqliteStorage, names: str, at: float) -> int:
+    """Create and claim an instance, journal steps ``names`` (finished at their first attempt,
+    with their compact entries) and finish it; its iid."""
+    (row,) = await store.create_instances("wf", [(f"i{at:g}", None)], at, skip_existing=False)
+    (claimed,) = await store.claim("w1", at, at, at + 30, {"wf": 1}, {})
+    assert claimed.owner is not None
+    for n, name in enumerate(names, 1):
+        record = StepRecord(name, 1, "do", "completed", at + n - 0.5, "1", attempts=1,
+                            finished_at=at + n)
+        await store.save_step(row.iid, claimed.owner, record, [], entry=True)
+    await store.finish(row.iid, claimed.owner, at + 9, "complete", "1", None,
+                       [HistoryItem("instance.completed", at + 9)])
+    return row.iid
+
+
+def _types(rows: list[HistoryRow]) -> list[tuple[str, str | None]]:
+    return [(h.type, h.step) for h in rows]
+
+
+async def test_a_finished_steps_journal_row_is_its_entry_in_the_feed(tmp_path: Path) -> None:
+    store = SqliteStorage(tmp_path / "f.db")
+    await store.open()
+    iid = await _steps_in_feed(store, "ab", 10.0)
+    feed = await store.read_history(iid)
+    await store.close()
+    assert _types(feed) == [("instance.queued", None), ("instance.started", None),
+                            ("step.completed", "a"), ("step.completed", "b"),
+                            ("instance.completed", None)]
+    with sqlite3.connect(tmp_path / "f.db") as conn:
+        written = conn.execute(
+            "SELECT count(*) FROM history WHERE type = 'step.completed'").fetchone()
+        places = conn.execute("SELECT hseq FROM steps ORDER BY seq").fetchall()
+        counter = conn.execute("SELECT value FROM meta WHERE key = 'feed_seq'").fetchone()
+    conn.close()
+    assert written == (0,)  # no history row: the journal rows stand for them
+    assert [p for (p,) in places] == [feed[2].seq, feed[3].seq]
+    assert int(counter[0]) == feed[-1].seq + 1
+
+
+async def test_a_version_4_database_keeps_its_feed_and_goes_on(tmp_path: Path) -> None:
+    path = tmp_path / "v4.db"
+    store = SqliteStorage(path)
+    await store.open()
+    old = await _steps_in_feed(store, "ab", 10.0)
+    await store.close()
+    with sqlite3.connect(path) as conn:  # as version 4 wrote it: every entry a history row
+        conn.execute(
+            "INSERT INTO history (seq, iid, at, type, step, count, attempt, since) "
+            "SELECT hseq, iid, finished_at, 'step.completed', name, count, 1, started_at "
+            "FROM steps")
+        conn.execute("ALTER TABLE steps DROP COLUMN hseq")
+        conn.execute("DELETE FROM meta WHERE key = 'feed_seq'")
+        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+    conn.close()
+
+    store = SqliteStorage(path)
+    await store.open()
+    before = await store.read_history(old)
+    new = await _steps_in_feed(store, "c", 20.0)
+    after = await store.read_history(old)
+    feed = await store.read_history(new)
+    await store.close()
+    assert _types(before) == [("instance.queued", None), ("instance.started", None),
+                              ("step.completed", "a"), ("step.completed", "b"),
+                              ("instance.completed", None)]
+    assert after == before
+    assert _types(feed) == [("instance.queued", None), ("instance.started", None),
+                            ("step.completed", "c"), ("instance.completed", None)]
+    assert feed[0].seq > before[-1].seq  # new places come after every old one
+    assert feed[2].since == 20.5 and feed[2].at == 21.0

@@ -1,0 +1,83 @@
+"""An instance's feed on SQLite: its history rows, and the finished steps that stand for their
+own 'step.completed' entry.
+
+Most steps finish at their first attempt, quickly; their entry in the feed (a compact
+'step.completed', read as step.started, attempt.started and step.completed) says nothing the
+journal row does not: name, occurrence, start and end. Writing it as a history row too cost
+a sixth of a busy worker's time, so the journal row carries the entry's place in the feed
+instead (``steps.hseq``), and the feed reads both tables.
+
+Places in the feed are one sequence for both tables: history rows take theirs as explicit
+``seq`` values, steps their ``hseq``, from a counter kept in ``meta`` (``feed_seq``, the next
+free place). The counter is read once per commit, inside it (SQLite has one writer), and
+written back before the commit ends. PostgreSQL keeps writing history rows for every entry.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+COUNTER_KEY = "feed_seq"
+
+INSERT_HISTORY_AT = (
+    "INSERT INTO history (seq, iid, at, type, step, count, attempt, since, data) "
+    "VALUES (?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, 0), NULLIF(?, 0), ?, NULLIF(?, ''))"
+)
+
+# The feed of one instance after a place: history rows and steps that stand for their entry.
+READ = (
+    "SELECT f.seq, f.iid, i.workflow, i.id, f.type, f.at, f.step, f.data, f.count, f.attempt, "
+    "f.since FROM ("
+    " SELECT seq, iid, type, at, step, data, count, attempt, since FROM history"
+    " WHERE iid = ? AND seq > ?"
+    " UNION ALL"
+    " SELECT hseq, iid, 'step.completed', finished_at, name, NULL, count, 1, started_at"
+    " FROM steps WHERE iid = ? AND hseq > ?"
+    ") f JOIN instances i ON i.iid = f.iid ORDER BY f.seq LIMIT ?"
+)
+
+# Before journal rows are deleted (a restart), the entries they stand for become history rows,
+# in the same places.
+KEEP_ENTRIES = (
+    "INSERT INTO history (seq, iid, at, type, step, count, attempt, since, data) "
+    "SELECT hseq, iid, finished_at, 'step.completed', name, count, 1, started_at, NULL "
+    "FROM steps WHERE iid = ? AND seq >= ? AND hseq IS NOT NULL"
+)
+
+
+class FeedCounter:
+    """Hands out places in the feed during one commit (see the module's docstring)."""
+
+    __slots__ = ("_conn", "_next", "_read")
+
+    def __init__(self) -> None:
+        self._conn: Any = None
+        self._next = 0
+        self._read = 0  # the counter's value in the database; 0: not read in this commit
+
+    def begin(self, conn: Any) -> None:
+        self._conn, self._read = conn, 0
+
+    def take(self, n: int = 1) -> int:
+        """The first of ``n`` consecutive places (inside a write unit)."""
+        if not self._read:
+            (value,) = self._conn.execute(
+                "SELECT value FROM meta WHERE key = ?", (COUNTER_KEY,)).fetchone()
+            self._next = self._read = int(value)
+        first = self._next
+        self._next += n
+        return first
+
+    def before_commit(self, conn: Any) -> None:
+        if self._read and self._next != self._read:
+            conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(self._next), COUNTER_KEY))
+
+    def end(self) -> None:
+        self._conn, self._read = None, 0
+
+
+def init_counter(conn: Any) -> None:
+    """For the migration: the counter starts after every place used so far."""
+    conn.execute(
+        "INSERT OR IGNORE INTO meta (key, value) SELECT ?, CAST(COALESCE(max(seq), 0) + 1 "
+        "AS TEXT) FROM history", (COUNTER_KEY,))
