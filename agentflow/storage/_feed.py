@@ -4,8 +4,9 @@ own 'step.completed' entry.
 Most steps finish at their first attempt, quickly; their entry in the feed (a compact
 'step.completed', read as step.started, attempt.started and step.completed) says nothing the
 journal row does not: name, occurrence, start and end. Writing it as a history row too cost
-a sixth of a busy worker's time, so the journal row carries the entry's place in the feed
-instead (``steps.hseq``), and the feed reads both tables.
+a tenth of a busy worker's work (W(1000x10), counted in instructions), so the journal row
+carries the entry's place in the feed instead (``steps.hseq``), and the feed reads both
+tables.
 
 Places in the feed are one sequence for both tables: history rows take theirs as explicit
 ``seq`` values, steps their ``hseq``, from a counter kept in ``meta`` (``feed_seq``, the next
