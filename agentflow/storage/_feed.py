@@ -62,8 +62,12 @@ class FeedCounter:
     def take(self, n: int = 1) -> int:
         """The first of ``n`` consecutive places (inside a write unit)."""
         if not self._read:
+            # Never below the history's own next rowid: a writer that numbers rows the
+            # SQLite way (a process of an older agentflow still open on the file) cannot
+            # make every later commit fail on a taken place.
             (value,) = self._conn.execute(
-                "SELECT value FROM meta WHERE key = ?", (COUNTER_KEY,)).fetchone()
+                "SELECT max(CAST(value AS INTEGER), (SELECT coalesce(max(seq), 0) + 1 "
+                "FROM history)) FROM meta WHERE key = ?", (COUNTER_KEY,)).fetchone()
             self._next = self._read = int(value)
         first = self._next
         self._next += n

@@ -130,3 +130,32 @@ async def test_a_version_4_database_keeps_its_feed_and_goes_on(tmp_path: Path) -
                             ("step.completed", "c"), ("instance.completed", None)]
     assert feed[0].seq > before[-1].seq  # new places come after every old one
     assert feed[2].since == 20.5 and feed[2].at == 21.0
+
+
+async def test_rows_numbered_the_sqlite_way_do_not_jam_the_feed(tmp_path: Path) -> None:
+    """A history row inserted without a place (as an older agentflow still open on the file
+    would write it) past the counter: later commits still find free places."""
+    path = tmp_path / "mixed.db"
+    store = SqliteStorage(path)
+    await store.open()
+    first = await _steps_in_feed(store, "ab", 10.0)
+    with sqlite3.connect(path) as conn:
+        for _ in range(3):
+            conn.execute("INSERT INTO history (iid, at, type) VALUES (?, 15.0, 'instance.log')",
+                         (first,))
+    conn.close()
+    second = await _steps_in_feed(store, "c", 20.0)
+    feed = await store.read_history(second)
+    await store.close()
+    assert _types(feed) == [("instance.queued", None), ("instance.started", None),
+                            ("step.completed", "c"), ("instance.completed", None)]
+    old = await _all_places(path)
+    assert len(old) == len(set(old))
+
+
+async def _all_places(path: Path) -> list[int]:
+    with sqlite3.connect(path) as conn:
+        places = [seq for (seq,) in conn.execute(
+            "SELECT seq FROM history UNION ALL SELECT hseq FROM steps WHERE hseq IS NOT NULL")]
+    conn.close()
+    return places
