@@ -9,15 +9,21 @@ from agentflow.storage import HistoryItem, HistoryRow, SqliteStorage, StepRecord
 from agentflow.storage.sqlite import SCHEMA_VERSION
 
 
+def _make_it_version(path: Path, version: int, *statements: str) -> None:
+    """Rewrite a current file as an older version left it."""
+    with sqlite3.connect(path) as conn:
+        for statement in statements:
+            conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(version),))
+    conn.close()
+
+
 async def test_a_version_1_database_gains_the_open_waits_index(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     store = SqliteStorage(path)
     await store.open()
     await store.close()
-    with sqlite3.connect(path) as conn:  # make it look like a version 1 file
-        conn.execute("DROP INDEX steps_open_waits")
-        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-    conn.close()
+    _make_it_version(path, 1, "DROP INDEX steps_open_waits")
 
     store = SqliteStorage(path)
     await store.open()
@@ -41,11 +47,9 @@ async def test_a_version_3_database_gets_the_queue_index_with_tenants(tmp_path: 
     await store.open()
     await store.create_instances("wf", [("kept", None)], 1.0, skip_existing=False, tenant="t")
     await store.close()
-    with sqlite3.connect(path) as conn:  # the version 3 queue index, without the tenant
-        conn.execute("DROP INDEX instances_schedule")
-        conn.execute("CREATE INDEX instances_schedule ON instances (workflow, status, sched)")
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
-    conn.close()
+    _make_it_version(  # the version 3 queue index, without the tenant
+        path, 3, "DROP INDEX instances_schedule",
+        "CREATE INDEX instances_schedule ON instances (workflow, status, sched)")
 
     store = SqliteStorage(path)
     await store.open()
@@ -105,15 +109,13 @@ async def test_a_version_4_database_keeps_its_feed_and_goes_on(tmp_path: Path) -
     await store.open()
     old = await _steps_in_feed(store, "ab", 10.0)
     await store.close()
-    with sqlite3.connect(path) as conn:  # as version 4 wrote it: every entry a history row
-        conn.execute(
-            "INSERT INTO history (seq, iid, at, type, step, count, attempt, since) "
-            "SELECT hseq, iid, finished_at, 'step.completed', name, count, 1, started_at "
-            "FROM steps")
-        conn.execute("ALTER TABLE steps DROP COLUMN hseq")
-        conn.execute("DELETE FROM meta WHERE key = 'feed_seq'")
-        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
-    conn.close()
+    _make_it_version(  # as version 4 wrote it: every entry a history row
+        path, 4,
+        "INSERT INTO history (seq, iid, at, type, step, count, attempt, since) "
+        "SELECT hseq, iid, finished_at, 'step.completed', name, count, 1, started_at "
+        "FROM steps",
+        "ALTER TABLE steps DROP COLUMN hseq",
+        "DELETE FROM meta WHERE key = 'feed_seq'")
 
     store = SqliteStorage(path)
     await store.open()
