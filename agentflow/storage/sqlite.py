@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Awaitable, Collection, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import StorageError
 from . import _sqlite_approvals as _approvals
 from ._connection import Connection
 from ._create import insert_instances
-from ._feed import INSERT_HISTORY_AT, KEEP_ENTRIES, FeedCounter, init_counter
+from ._feed import INSERT_HISTORY_AT, KEEP_ENTRIES, FeedCounter
 from ._feed import READ as READ_FEED
+from ._run_end import (
+    _FINISH_DONE,
+    _FINISH_FAILED,
+    _SUSPEND,
+    _park,
+)
 from ._sqlite_scheduling import Scheduling
+from ._sqlite_schema import migrate
 from ._statements import (
     _ACTIVE,
     _CODE_COLUMNS,
@@ -52,57 +56,6 @@ from .records import (
 
 __all__ = ["SCHEMA_VERSION", "WAKE_HEAD_START", "SqliteStorage"]
 
-# Suspending a run: hibernate, queue again, or (a pause was asked for) pause; every CASE reads
-# the row as it was. Parameters: status, wake_at, wait_types, paused_at, ready_at, updated_at,
-# iid, owner and the two active statuses. (The casts type the parameters for PostgreSQL.)
-_SUSPEND = (
-    "UPDATE instances SET "
-    "status = CASE status WHEN 'waiting_for_pause' THEN 'paused' ELSE ? END, "
-    "wake_at = CASE status WHEN 'waiting_for_pause' THEN NULL "
-    "ELSE CAST(? AS DOUBLE PRECISION) END, "
-    "wait_types = CASE status WHEN 'waiting_for_pause' THEN NULL ELSE ? END, "
-    "paused_at = CASE status WHEN 'waiting_for_pause' THEN CAST(? AS DOUBLE PRECISION) "
-    "ELSE NULL END, "
-    "owner = NULL, lease_until = NULL, ready_at = ?, updated_at = ? "
-    "WHERE iid = ? AND owner = ? AND status IN (?, ?) RETURNING status"
-)
-# The usual case first, for a run still running (no pause asked for): no CASE and no
-# RETURNING (which costs SQLite a temporary table, half the statement's time); when it
-# changes no row, _SUSPEND decides and says why. Parameters: [wake_at,] [wait_types,]
-# ready_at, updated_at, iid, owner; the empty columns spelled NULL.
-_PARK = (
-    "UPDATE instances SET status = '{}', wake_at = {}, wait_types = {}, paused_at = NULL, "
-    "owner = NULL, lease_until = NULL, ready_at = ?, updated_at = ? "
-    "WHERE iid = ? AND owner = ? AND status = 'running'"
-)
-_PARK_QUEUED = _PARK.format("queued", "NULL", "NULL")
-_PARK_WAITING = _PARK.format("waiting", "?", "?")
-_PARK_WAITING_FOREVER = _PARK.format("waiting", "NULL", "?")
-
-
-# An instance's end, with its error or (the usual case) none: error columns spelled NULL
-# rather than bound as None, which costs the sqlite3 module more than the rest of the row.
-_FINISH = (
-    "UPDATE instances SET status = ?, output = ?, error_name = {}, owner = NULL, "
-    "lease_until = NULL, wake_at = NULL, wait_types = NULL, updated_at = ? "
-    "WHERE iid = ? AND owner = ? AND status IN (?, ?)"
-)
-_FINISH_DONE = _FINISH.format("NULL, error_message = NULL")
-_FINISH_FAILED = _FINISH.format("?, error_message = ?")
-
-
-def _park(conn: Any, iid: int, owner: str, new: tuple[str, float | None, str | None],
-          now: float) -> bool:
-    """Queue or hibernate an instance its run still owns and runs, in the usual way; False
-    (and nothing written) otherwise."""
-    status, wake_at, types = new
-    if status == "queued":
-        return bool(conn.execute(_PARK_QUEUED, (now, now, iid, owner)).rowcount)
-    if wake_at is None:
-        return bool(conn.execute(_PARK_WAITING_FOREVER, (types, now, now, iid, owner)).rowcount)
-    return bool(conn.execute(_PARK_WAITING, (wake_at, types, now, now, iid, owner)).rowcount)
-
-
 class SqliteStorage(Scheduling):
     """Storage on one SQLite file. Several processes may open the same file."""
 
@@ -136,39 +89,7 @@ class SqliteStorage(Scheduling):
         await self._db.write(self._migrate)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > SCHEMA_VERSION:
-            raise StorageError(
-                f"{self.path} has schema version {version}, newer than this agentflow "
-                f"({SCHEMA_VERSION}); upgrade agentflow to open it"
-            )
-        if version < 1:
-            script = resources.files("agentflow.storage").joinpath("schema.sql").read_text()
-            script = re.sub(r"--[^\n]*", "", script)
-            for statement in script.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-        if version < 2:  # 2: open waits indexed, for the approval inbox
-            conn.execute("CREATE INDEX IF NOT EXISTS steps_open_waits ON steps (event_type) "
-                         "WHERE state = 'waiting'")
-        if version < 3:  # 3: each tenant's queue indexed, for fair claims
-            conn.execute("CREATE INDEX IF NOT EXISTS instances_by_tenant ON instances "
-                         "(workflow, status, tenant, sched)")
-        if 1 <= version < 4:  # 4: the queue index carries the tenant (fair claims read it)
-            conn.execute("DROP INDEX IF EXISTS instances_schedule")
-            conn.execute("CREATE INDEX instances_schedule ON instances "
-                         "(workflow, status, sched, tenant)")
-        if version < 5:  # 5: journal rows stand for their step's entry in the feed
-            if "hseq" not in {row[1] for row in conn.execute("PRAGMA table_info(steps)")}:
-                conn.execute("ALTER TABLE steps ADD COLUMN hseq INTEGER")
-            init_counter(conn)
-        if version < SCHEMA_VERSION:
-            conn.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+        migrate(conn, self.path)
 
     async def close(self) -> None:
         await self._db.close()
