@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._statements import _INSERT_HISTORY
+
 COUNTER_KEY = "feed_seq"
 
-INSERT_HISTORY_AT = (
-    "INSERT INTO history (seq, iid, at, type, step, count, attempt, since, data) "
-    "VALUES (?, ?, ?, ?, NULLIF(?, ''), NULLIF(?, 0), NULLIF(?, 0), ?, NULLIF(?, ''))"
-)
+# A history row at a place of the feed: its place, then ``_history_row``'s values.
+INSERT_HISTORY_AT = _INSERT_HISTORY.replace("(iid,", "(seq, iid,", 1).replace(
+    "VALUES (", "VALUES (?, ", 1)
 
 # The feed of one instance after a place: history rows and steps that stand for their entry.
 READ = (

@@ -112,7 +112,7 @@ def _done_values(iid: int, r: StepRecord, owner: str) -> tuple[Any, ...]:
 
 
 def _upsert_steps(conn: Any, iid: int, records: Sequence[StepRecord]) -> None:
-    for record in records:  # one at a time: an instance's entries are numbered in order
+    for record in records:  # one at a time: each record's shape has its own statement
         conn.execute(*_step_statement(iid, record))
 
 

@@ -20,7 +20,7 @@ from ._statements import (
     WAKE_HEAD_START,
     _save_step_checked,
 )
-from .records import HistoryItem, StepRecord, compact_entry
+from .records import HistoryItem, HistoryRow, StepRecord, compact_entry
 from .sqlite import SqliteStorage
 
 _SCHEMA = [
@@ -111,9 +111,20 @@ class PostgresStorage(SqliteStorage):
     _BULK_INSERT = False  # rows one statement at a time, each returning its iid
     _STEP_ENTRIES = False  # every entry of the feed is a history row, numbered by identity
 
-    def _queue_history(self, rows: list[tuple[Any, ...]]) -> None:
-        if rows:
+    def _queue_history(self, rows: list[tuple[Any, ...]], first: int | None = None) -> None:
+        if rows:  # (places are the identity column's)
             self._pg.later(_INSERT_HISTORY, rows)
+
+    async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
+        def run(conn: PgConnection) -> list[HistoryRow]:
+            rows = conn.execute(
+                "SELECT h.seq, h.iid, i.workflow, i.id, h.type, h.at, h.step, h.data, h.count, "
+                "h.attempt, h.since FROM history h JOIN instances i ON i.iid = h.iid "
+                "WHERE h.iid = ? AND h.seq > ? ORDER BY h.seq LIMIT ?", (iid, after, limit),
+            ).fetchall()
+            return [HistoryRow(*row) for row in rows]
+
+        return await self._pg.read(run)
 
     def _serialise(self, conn: Any, key: str) -> None:
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(?))", (key,))

@@ -87,8 +87,9 @@ class HistoryItem(NamedTuple):
 
 def compact_entry(record: StepRecord) -> HistoryItem:
     """The compact 'step.completed' entry of a step finished at its first attempt."""
-    return HistoryItem("step.completed", record.finished_at or record.started_at, record.name,
-                       None, record.count, 1, record.started_at)
+    at = record.started_at if record.finished_at is None else record.finished_at
+    return HistoryItem("step.completed", at, record.name, None, record.count, 1,
+                       record.started_at)
 
 
 @dataclass(frozen=True, slots=True)

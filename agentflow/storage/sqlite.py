@@ -74,11 +74,12 @@ class SqliteStorage(Scheduling):
         if items:
             self._queue_history(_history_rows(iid, items))
 
-    def _queue_history(self, rows: list[tuple[Any, ...]]) -> None:
+    def _queue_history(self, rows: list[tuple[Any, ...]], first: int | None = None) -> None:
         """Insert rows built by ``_history_rows`` with this commit, at the next places of
-        the feed."""
+        the feed (or from place ``first``, taken already)."""
         if rows:
-            first = self._feed.take(len(rows))
+            if first is None:
+                first = self._feed.take(len(rows))
             self._db.later(INSERT_HISTORY_AT, [(first + n, *row) for n, row in enumerate(rows)])
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -104,12 +105,14 @@ class SqliteStorage(Scheduling):
             created = insert_instances(conn, workflow, items, now, tenant,
                                        skip_existing=skip_existing, bulk=self._BULK_INSERT,
                                        start=start, started=min(started, len(items)))
+            # Every new row's entries are the same but for the iid: encoded once.
+            queued = _history_row(0, HistoryItem("instance.queued", now))[1:]
+            running = _history_row(0, HistoryItem("instance.started", now, data={"run": 1}))[1:]
             history: list[tuple[Any, ...]] = []
             for row in created:
-                history.append((row.iid, now, "instance.queued", "", 0, 0, None, ""))
-                if row.owner is not None:  # (empty columns as _history_row spells them)
-                    history.append((row.iid, now, "instance.started", "", 0, 0, None,
-                                    '{"run":1}'))
+                history.append((row.iid, *queued))
+                if row.owner is not None:
+                    history.append((row.iid, *running))
             self._queue_history(history)
             return created
 
@@ -240,9 +243,7 @@ class SqliteStorage(Scheduling):
                 first = self._feed.take(len(rows) + 1)
                 if conn.execute(_UPSERT_DONE_IF_RUNNING, (
                         *_done_values(iid, record, owner), first + len(rows))).rowcount == 1:
-                    if rows:
-                        self._db.later(INSERT_HISTORY_AT, [
-                            (first + n, *row) for n, row in enumerate(rows)])
+                    self._queue_history(rows, first)
                     return "running"
                 # Not running, or not ours: the checked path says why.
                 rows.append(_history_row(iid, compact_entry(record)))
@@ -462,14 +463,7 @@ class SqliteStorage(Scheduling):
 
     async def read_history(self, iid: int, after: int = 0, limit: int = 1000) -> list[HistoryRow]:
         def run(conn: sqlite3.Connection) -> list[HistoryRow]:
-            rows = conn.execute(READ_FEED, (iid, after, iid, after, limit)).fetchall() \
-                if self._STEP_ENTRIES else conn.execute(
-                "SELECT h.seq, h.iid, i.workflow, i.id, h.type, h.at, h.step, h.data, h.count, "
-                "h.attempt, h.since "
-                "FROM history h JOIN instances i ON i.iid = h.iid "
-                "WHERE h.iid = ? AND h.seq > ? ORDER BY h.seq LIMIT ?",
-                (iid, after, limit),
-            ).fetchall()
+            rows = conn.execute(READ_FEED, (iid, after, iid, after, limit)).fetchall()
             return [HistoryRow(*row) for row in rows]
 
         return await self._db.read(run)
