@@ -17,7 +17,7 @@ from . import _validate as validate
 from ._coalesce import CreateCoalescer
 from ._deadlines import Deadlines
 from ._eager import start_eagerly
-from ._signal import Signal
+from ._signal import Signal, Watchers
 from .approvals import ApprovalRequest
 from .clock import Clock, SystemClock
 from .errors import (
@@ -74,6 +74,7 @@ class Engine:
         self._gc_held = False
         self._workflows: dict[str, _Registered] = {}
         self._changed = Signal()
+        self._statuses = Watchers()  # per instance: its status may have changed
         self._coalescer = CreateCoalescer(self._create_many)
         self._worker: Worker | None = None
         self._open = False
@@ -96,6 +97,7 @@ class Engine:
         if self._with_worker:
             ctx = RunContext(
                 self._storage, self.clock, self.max_steps, self._changed.notify,
+                self._statuses.notify,
                 Deadlines(self.clock),
             )
             self._worker = Worker(
@@ -119,6 +121,7 @@ class Engine:
         if self._worker is not None:
             self._worker.poke()
         self._changed.notify()
+        self._statuses.notify_all()  # (it may have been a status change elsewhere)
 
     async def close(self) -> None:
         """Stop the worker (running instances resume from their last step elsewhere or on the
@@ -135,6 +138,7 @@ class Engine:
                 self._gc_held = False
                 _gc.release()
             self._changed.notify()
+            self._statuses.notify_all()  # waiters learn the engine closed
             await self._storage.close()
 
     async def __aenter__(self) -> Engine:
@@ -288,6 +292,8 @@ class Engine:
 
     def _worker_signal(self, what: str | None, iid: int | None) -> None:
         self._changed.notify()
+        if iid is not None:
+            self._statuses.notify(iid)
         worker = self._worker
         if worker is None:
             return

@@ -224,7 +224,7 @@ class Instance:
 
         async def until_finished() -> InstanceDetails:
             while True:
-                await self._engine._changed.wait(self._engine._poll_interval)
+                await self._engine._statuses.wait(self._iid, self._engine._poll_interval)
                 row = await self._row()
                 if row.status in FINISHED:
                     return details(row)
@@ -240,6 +240,7 @@ class Instance:
         except LeaseLost:
             raise InstanceNotFoundError(f"instance {self.id!r} no longer exists") from None
         engine._changed.notify()
+        engine._statuses.notify(self._iid)
         return row
 
 

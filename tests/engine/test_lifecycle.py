@@ -376,6 +376,60 @@ async def test_wait_returns_a_finished_instance_at_once_and_refuses_bad_timeouts
             await instance.wait(timeout=bad)  # type: ignore[arg-type]
 
 
+async def test_waiters_wake_when_their_instance_changes_not_on_every_step(
+    db_url: str,
+) -> None:
+    # A poll interval far longer than the test: every wake-up below comes from this engine.
+    async with af.Engine.open(db_url, poll_interval=60) as engine:
+        reads = 0
+        read = engine._storage.get_instance_by_iid
+
+        async def counted(iid: int) -> Any:
+            nonlocal reads
+            reads += 1
+            return await read(iid)
+
+        engine._storage.get_instance_by_iid = counted  # type: ignore[method-assign]
+
+        async def run(event: af.Event, step: af.Step) -> int:
+            total = 0
+            for n in range(20):
+                total += await step.do("add", lambda n=n: n)
+            return total
+
+        binding = engine.register("many", run, concurrency=100)
+        instances = await binding.create_batch([{} for _ in range(100)])
+        done = await asyncio.wait_for(
+            asyncio.gather(*(i.wait() for i in instances)), timeout=30
+        )
+        assert [d.output for d in done] == [190] * 100
+        # One read when each wait starts, one when its run ends: not one per waiter for
+        # each of the ~20 commits that journaled everyone's steps.
+        assert reads <= 3 * len(instances), reads
+
+
+async def test_terminate_and_close_wake_a_waiter_without_polling(db_url: str) -> None:
+    async with af.Engine.open(db_url, poll_interval=60) as engine:
+        release = asyncio.Event()
+
+        async def run(event: af.Event, step: af.Step) -> None:
+            await step.do("block", release.wait)
+
+        binding = engine.register("held", run)
+        first, second = await binding.create(), await binding.create()
+        await wait_for(first, "running")
+        waiting = asyncio.create_task(first.wait(timeout=30))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        await first.terminate()
+        assert (await asyncio.wait_for(waiting, timeout=5)).status == "terminated"
+
+        waiting = asyncio.create_task(second.wait(timeout=30))
+        await asyncio.sleep(0.05)
+    with pytest.raises(af.EngineClosedError):
+        await asyncio.wait_for(waiting, timeout=5)
+
+
 def test_an_engine_serves_successive_event_loops(db_url: str, db_path: Path) -> None:
     # A script or a sync web view: the engine opened in one asyncio.run, used in the next.
     async def open_store() -> af.Engine:
