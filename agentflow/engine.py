@@ -74,7 +74,9 @@ class Engine:
         self._gc_held = False
         self._workflows: dict[str, _Registered] = {}
         self._changed = Signal()
-        self._statuses = Watchers()  # per instance: its status may have changed
+        # Per instance: its status may have changed (``poll_interval``: maybe elsewhere).
+        self._statuses = Watchers(
+            self._poll_interval, getattr(storage, "changed_elsewhere", lambda: True))
         self._coalescer = CreateCoalescer(self._create_many)
         self._worker: Worker | None = None
         self._open = False

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import StorageError
 from . import _sqlite_approvals as _approvals
 from ._connection import Connection
 from ._create import insert_instances
@@ -68,6 +69,7 @@ class SqliteStorage(Scheduling):
         self.path = str(path)
         self._feed = FeedCounter()
         self._db = Connection(self.path, hooks=self._feed)
+        self._data_version: int | None = None
 
     def _history(self, iid: int, items: Sequence[HistoryItem]) -> None:
         """Append history rows; inside a write unit, they are inserted with its commit."""
@@ -88,12 +90,24 @@ class SqliteStorage(Scheduling):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db.start()
         await self._db.write(self._migrate)
+        self.changed_elsewhere()  # (the baseline)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         migrate(conn, self.path)
 
     async def close(self) -> None:
         await self._db.close()
+
+    def changed_elsewhere(self) -> bool:
+        """Whether another connection (another process, another engine) committed to the
+        file since the last call: if not, this engine saw every change it made itself."""
+        try:
+            version: int = self._db.conn.execute("PRAGMA data_version").fetchone()[0]
+        except (sqlite3.Error, StorageError):
+            return True
+        changed = version != self._data_version
+        self._data_version = version
+        return changed
 
     # -- instances --------------------------------------------------------------------------
     async def create_instances(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -375,6 +376,16 @@ async def test_wait_returns_a_finished_instance_at_once_and_refuses_bad_timeouts
         with pytest.raises(af.InvalidArgumentError, match="wait timeout"):
             await instance.wait(timeout=bad)  # type: ignore[arg-type]
 
+    async def held(event: af.Event, step: af.Step) -> None:
+        await step.wait_for_event("never", type="never", timeout="1 hour")
+
+    blocked = await engine.register("held", held).create()
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):  # (many polls of 0.05 s before it gives up)
+        await blocked.wait(timeout=0.3)
+    assert time.monotonic() - started >= 0.3
+    assert (await blocked.status()).status == "waiting"
+
 
 async def test_waiters_wake_when_their_instance_changes_not_on_every_step(
     db_url: str,
@@ -418,6 +429,10 @@ async def test_terminate_and_close_wake_a_waiter_without_polling(db_url: str) ->
         binding = engine.register("held", run)
         first, second = await binding.create(), await binding.create()
         await wait_for(first, "running")
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=r"did not finish within 0\.1 seconds"):
+            await first.wait(timeout=0.1)  # (shorter than the poll: a timer of its own)
+        assert time.monotonic() - started >= 0.1
         waiting = asyncio.create_task(first.wait(timeout=30))
         await asyncio.sleep(0.05)
         assert not waiting.done()
@@ -428,6 +443,31 @@ async def test_terminate_and_close_wake_a_waiter_without_polling(db_url: str) ->
         await asyncio.sleep(0.05)
     with pytest.raises(af.EngineClosedError):
         await asyncio.wait_for(waiting, timeout=5)
+
+
+async def test_a_waiter_sees_a_finish_made_by_another_engine_within_its_poll_interval(
+    db_url: str,
+) -> None:
+    # No notify crosses engines (or processes): the waiter's poll finds the change.
+    release = asyncio.Event()
+
+    async def run(event: af.Event, step: af.Step) -> str:
+        await step.do("block", release.wait)
+        return "done"
+
+    async with af.Engine.open(db_url, poll_interval=0.05) as runner, \
+            af.Engine.open(db_url, worker=False, poll_interval=0.1) as watcher:
+        created = await runner.register("far", run).create()
+        await wait_for(created, "running")
+        instance = await watcher.binding("far").get(created.id)
+        pending = asyncio.create_task(instance.wait(timeout=10))
+        await asyncio.sleep(0.3)  # several polls with nothing finished
+        assert not pending.done()
+        release.set()
+        finished = (await created.wait(timeout=5)).updated_at
+        details = await asyncio.wait_for(pending, timeout=5)
+        assert (details.status, details.output) == ("complete", "done")
+        assert (await instance.status()).updated_at == finished
 
 
 def test_an_engine_serves_successive_event_loops(db_url: str, db_path: Path) -> None:
