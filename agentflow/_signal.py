@@ -67,7 +67,11 @@ class Watchers:
     def _on_tick(self) -> None:
         self._tick = None
         loop = self._tick_loop
-        if self._changed_elsewhere() or loop is None:
+        try:
+            quiet = not self._changed_elsewhere()
+        except Exception:  # (say changed: the waiters look for themselves)
+            quiet = False
+        if not quiet or loop is None:
             self.notify_all()
             return
         now = loop.time()

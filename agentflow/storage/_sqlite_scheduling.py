@@ -4,7 +4,7 @@ leases (renew, release). One writer at a time, so a claim's count and picks are 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ._connection import Connection
@@ -33,6 +33,11 @@ class Scheduling:
         self, worker: str, now: float, lease_now: float, lease_until: float,
         limits: dict[str, int], tenant_limits: dict[str, int | None] | None = None,
     ) -> list[InstanceRow]:
+        # Most claims follow a run's end and find nothing to take: a read says so without
+        # a write transaction of their own.
+        if not await self._db.read(lambda conn: _claimable(conn, limits, now, lease_now)):
+            return []
+
         def run(conn: sqlite3.Connection) -> list[InstanceRow]:
             claimed: list[InstanceRow] = []
             for workflow, limit in limits.items():
@@ -185,3 +190,20 @@ def _running(conn: Any, workflow: str) -> int:
         (workflow, *_ACTIVE),
     ).fetchone()
     return int(count)
+
+
+def _claimable(conn: Any, workflows: Iterable[str], now: float, lease_now: float) -> bool:
+    """Whether a claim could take anything: a queued instance, a due sleeper, or one whose
+    worker's lease ran out (what ``_claim_workflow`` looks for, before limits)."""
+    for workflow in workflows:
+        if (conn.execute(
+                "SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued' LIMIT 1",
+                (workflow,)).fetchone()
+            or conn.execute(
+                "SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' "
+                "AND sched <= ? LIMIT 1", (workflow, now)).fetchone()
+            or conn.execute(
+                "SELECT 1 FROM instances WHERE workflow = ? AND status IN (?, ?) "
+                "AND lease_until < ? LIMIT 1", (workflow, *_ACTIVE, lease_now)).fetchone()):
+            return True
+    return False

@@ -82,6 +82,11 @@ class PostgresStorage(SqliteStorage):
         await self._pg.start()
         await self._pg.write(self._migrate)
 
+    def changed_elsewhere(self) -> bool:
+        """Always True: the server does not say cheaply whether other sessions committed
+        (LISTEN/NOTIFY announces runnable work, not finished instances)."""
+        return True
+
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when another process makes work runnable (LISTEN/NOTIFY)."""
         self._pg.listen(callback)

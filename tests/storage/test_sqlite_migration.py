@@ -162,24 +162,3 @@ async def _all_places(path: Path) -> list[int]:
     conn.close()
     return places
 
-
-async def test_changed_elsewhere_sees_other_connections_commits_not_its_own(
-    tmp_path: Path,
-) -> None:
-    # An engine's waiters skip their poll when nothing but the engine itself wrote.
-    path = tmp_path / "a.db"
-    store = SqliteStorage(path)
-    await store.open()
-    try:
-        assert store.changed_elsewhere() is False
-        await store.create_instances("wf", [("mine", None)], 1.0, skip_existing=False)
-        assert store.changed_elsewhere() is False
-        other = sqlite3.connect(path)
-        other.execute("UPDATE instances SET updated_at = 2.0")
-        other.commit()
-        other.close()
-        assert store.changed_elsewhere() is True
-        assert store.changed_elsewhere() is False  # (until the next one)
-    finally:
-        await store.close()
-    assert store.changed_elsewhere() is True  # closed: the caller must look for itself
