@@ -17,7 +17,8 @@ from . import _validate as validate
 from ._coalesce import CreateCoalescer
 from ._deadlines import Deadlines
 from ._eager import start_eagerly
-from ._signal import Signal, Watchers
+from ._signal import Signal
+from ._watchers import Watchers
 from .approvals import ApprovalRequest
 from .clock import Clock, SystemClock
 from .errors import (

@@ -218,21 +218,23 @@ class Instance:
             )
         # (past 1e12 seconds is forever, and a huge int would overflow a float)
         seconds = None if timeout is None or timeout > 1e12 else float(timeout)
-        row = await self._row()
-        if row.status in FINISHED:  # (no timer for an instance that is done)
-            return details(row)
         # A loop rather than asyncio.wait_for: no task and timer of its own for each waiter.
         loop = asyncio.get_running_loop()
         deadline = None if seconds is None else loop.time() + seconds
-        statuses = self._engine._statuses
+        statuses, iid = self._engine._statuses, self._iid
         while True:
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                raise TimeoutError(f"instance {self.id!r} did not finish within {timeout} seconds")
-            await statuses.wait(self._iid, left)
-            row = await self._row()
-            if row.status in FINISHED:
-                return details(row)
+            armed = statuses.arm(iid)  # before the read: a change after it wakes this wait
+            try:
+                row = await self._row()
+                if row.status in FINISHED:
+                    return details(row)
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    raise TimeoutError(
+                        f"instance {self.id!r} did not finish within {timeout} seconds")
+                await statuses.wait(armed, left)
+            finally:
+                statuses.disarm(iid, armed)
 
     async def _transition(self, decide: Any) -> InstanceRow:
         engine = self._engine

@@ -100,6 +100,7 @@ class PgDb:
         self._unit: PgConnection | None = None
         self._listening = False
         self._listener: threading.Thread | None = None
+        self._pid = 0  # the server process of this store's connection
 
     async def start(self) -> None:
         psycopg = _driver()
@@ -111,6 +112,7 @@ class PgDb:
             self._raw = await self._call(connect)
         except psycopg.Error as exc:
             raise StorageError(f"cannot connect to {_safe(self.url)}: {exc}") from None
+        self._pid = self._raw.info.backend_pid  # (its own announcements are not news)
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
@@ -158,8 +160,8 @@ class PgDb:
                 with psycopg.connect(self.url, autocommit=True) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     while self._listening:
-                        for _ in conn.notifies(timeout=0.5, stop_after=1):
-                            if not loop.is_closed():
+                        for note in conn.notifies(timeout=0.5, stop_after=1):
+                            if note.pid != self._pid and not loop.is_closed():
                                 loop.call_soon_threadsafe(callback)
             except (psycopg.Error, RuntimeError):
                 return  # the engine polls as well: a lost listener only adds latency

@@ -161,4 +161,3 @@ async def _all_places(path: Path) -> list[int]:
             "SELECT seq FROM history UNION ALL SELECT hseq FROM steps WHERE hseq IS NOT NULL")]
     conn.close()
     return places
-

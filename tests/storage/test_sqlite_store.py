@@ -57,3 +57,44 @@ async def test_a_claim_with_nothing_to_take_leaves_the_write_lock_alone(
         assert (row.id, row.status) == ("one", "running")
     finally:
         await store.close()
+
+
+async def test_the_claims_read_first_still_takes_every_kind_of_runnable_instance(
+    tmp_path: Path,
+) -> None:
+    # What the read looks for must cover all a claim takes: queued (plain and per tenant),
+    # due sleepers, and instances whose worker's lease ran out (running or pausing).
+    store = SqliteStorage(tmp_path / "a.db")
+    await store.open()
+    try:
+        now = time.time()
+
+        async def claim(workflow: str, *, at: float = 2.0,
+                        tenants: dict[str, int | None] | None = None) -> list[str]:
+            rows = await store.claim("w2", at, now, now + 30, {workflow: 10}, tenants)
+            return [row.id for row in rows]
+
+        await store.create_instances("fair", [("t", None)], 1.0, skip_existing=False,
+                                     tenant="acme")
+        assert await claim("fair", tenants={"fair": 1}) == ["t"]
+
+        (sleeper,) = await store.create_instances("sleep", [("s", None)], 1.0,
+                                                  skip_existing=False)
+        (running,) = await store.claim("w1", 1.0, now, now + 30, {"sleep": 10})
+        assert await store.suspend(sleeper.iid, running.owner or "", 1.0, 5.0, [], []) \
+            == "waiting"
+        assert await claim("sleep", at=4.0) == []  # not due yet
+        assert await claim("sleep", at=6.0) == ["s"]
+
+        for status in ("running", "waiting_for_pause"):
+            workflow = f"lost-{status}"
+            (row,) = await store.create_instances(workflow, [("l", None)], 1.0,
+                                                  skip_existing=False)
+            await store.claim("gone", 1.0, now - 60, now - 30, {workflow: 10})  # expired
+            conn = sqlite3.connect(tmp_path / "a.db")
+            conn.execute("UPDATE instances SET status = ? WHERE iid = ?", (status, row.iid))
+            conn.commit()
+            conn.close()
+            assert await claim(workflow) == ["l"]
+    finally:
+        await store.close()
