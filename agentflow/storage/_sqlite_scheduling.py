@@ -114,13 +114,15 @@ class Scheduling:
                 f"SELECT DISTINCT iid FROM inbox WHERE consumed_by IS NULL AND iid IN ({marks})",
                 chunk,
             )}
-            rows.extend(_instance(r, r[0] in inbox) for r in conn.execute(
+            conn.execute(
                 "UPDATE instances SET status = CASE WHEN status = 'waiting_for_pause' "
                 "THEN status ELSE 'running' END, owner = ? || '#' || CAST(runs + 1 AS TEXT), "
                 "lease_until = ?, woken = 1, wake_at = NULL, wait_types = NULL, "
-                f"runs = runs + 1, updated_at = ? WHERE iid IN ({marks}) "
-                f"RETURNING {_INSTANCE_COLUMNS}",
+                f"runs = runs + 1, updated_at = ? WHERE iid IN ({marks})",
                 (worker, lease_until, now, *chunk),
+            )
+            rows.extend(_instance(r, r[0] in inbox) for r in conn.execute(
+                f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE iid IN ({marks})", chunk,
             ).fetchall())
         position = {iid: n for n, iid in enumerate(iids)}
         rows.sort(key=lambda row: position[row.iid])  # keep the queue's order
