@@ -6,9 +6,25 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from agentflow.storage import SqliteStorage
+
+
+@asynccontextmanager
+async def _store(path: Path, *instances: str) -> AsyncIterator[SqliteStorage]:
+    """An open store on ``path`` with queued ``instances`` of workflow 'wf'."""
+    store = SqliteStorage(path)
+    await store.open()
+    try:
+        if instances:
+            await store.create_instances("wf", [(id, None) for id in instances], 1.0,
+                                         skip_existing=False)
+        yield store
+    finally:
+        await store.close()
 
 
 async def test_changed_elsewhere_sees_other_connections_commits_not_its_own(
@@ -16,9 +32,7 @@ async def test_changed_elsewhere_sees_other_connections_commits_not_its_own(
 ) -> None:
     # An engine's waiters skip their poll when nothing but the engine itself wrote.
     path = tmp_path / "a.db"
-    store = SqliteStorage(path)
-    await store.open()
-    try:
+    async with _store(path) as store:
         assert store.changed_elsewhere() is False
         await store.create_instances("wf", [("mine", None)], 1.0, skip_existing=False)
         assert store.changed_elsewhere() is False
@@ -28,8 +42,6 @@ async def test_changed_elsewhere_sees_other_connections_commits_not_its_own(
         other.close()
         assert store.changed_elsewhere() is True
         assert store.changed_elsewhere() is False  # (until the next one)
-    finally:
-        await store.close()
     assert store.changed_elsewhere() is True  # closed: the caller must look for itself
 
 
@@ -38,10 +50,7 @@ async def test_a_claim_with_nothing_to_take_leaves_the_write_lock_alone(
 ) -> None:
     # Idle workers poll with claims: they must not queue behind (or hold) the write lock.
     path = tmp_path / "a.db"
-    store = SqliteStorage(path)
-    await store.open()
-    try:
-        await store.create_instances("busy", [("one", None)], 1.0, skip_existing=False)
+    async with _store(path, "one") as store:
         other = sqlite3.connect(path, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process writing for a while
         try:
@@ -53,10 +62,8 @@ async def test_a_claim_with_nothing_to_take_leaves_the_write_lock_alone(
         finally:
             other.execute("ROLLBACK")
             other.close()
-        (row,) = await store.claim("w1", 2.0, time.time(), time.time() + 30, {"busy": 10})
+        (row,) = await store.claim("w1", 2.0, time.time(), time.time() + 30, {"wf": 10})
         assert (row.id, row.status) == ("one", "running")
-    finally:
-        await store.close()
 
 
 async def test_the_claims_read_first_still_takes_every_kind_of_runnable_instance(
@@ -64,9 +71,7 @@ async def test_the_claims_read_first_still_takes_every_kind_of_runnable_instance
 ) -> None:
     # What the read looks for must cover all a claim takes: queued (plain and per tenant),
     # due sleepers, and instances whose worker's lease ran out (running or pausing).
-    store = SqliteStorage(tmp_path / "a.db")
-    await store.open()
-    try:
+    async with _store(tmp_path / "a.db") as store:
         now = time.time()
 
         async def claim(workflow: str, *, at: float = 2.0,
@@ -96,5 +101,3 @@ async def test_the_claims_read_first_still_takes_every_kind_of_runnable_instance
             conn.commit()
             conn.close()
             assert await claim(workflow) == ["l"]
-    finally:
-        await store.close()
