@@ -1,12 +1,13 @@
-"""Wake-ups per instance for ``Instance.wait()``: its status may have changed.
+"""Wake-ups per instance: for ``Instance.wait()`` (its status may have changed) and for
+``Instance.events(follow=True)`` (its feed grew).
 
-Waiters do not share the engine's broadcast ``Signal``, which every step's commit notifies: a
-thousand waiters would each re-read their row on every commit. ``notify(key)`` wakes the
-waiters of one instance (a run of it ended here, a transition); ``notify_all()`` wakes
-everyone (the engine closed, another process announced changes). For changes no notify
-reaches (other processes, other engines on the file), one tick per event loop every
-``interval`` seconds wakes everyone, unless ``changed_elsewhere()`` says nobody else wrote:
-a timer per waiter would cost the loop's timer heap more than the waking does.
+``notify(key)`` wakes the waiters of one instance; ``notify_all()`` wakes everyone (the engine
+closed, another process announced changes). A broadcast to everyone on every change would
+make a thousand waiters each re-read their row on every commit of a busy engine. For changes
+no notify reaches (other processes, other engines on the file), one tick per event loop every
+``interval`` seconds wakes everyone, unless the store's ``version()`` is the same as at the
+last tick (nobody else wrote; None: the store cannot tell). One tick rather than a timer per
+waiter: a thousand timers cost the loop's timer heap more than the waking does.
 
 A waiter arms before it reads the state it waits on (``arm``, read, ``wait``, ``disarm``):
 a change committed after the read is notified after the arming, so no wake-up is lost.
@@ -21,18 +22,23 @@ from collections.abc import Callable, Hashable
 
 
 class Watchers:
-    __slots__ = ("_changed_elsewhere", "_far", "_interval", "_ticks", "_waiting")
+    __slots__ = ("_far", "_interval", "_seen", "_ticks", "_version", "_waiting")
 
     def __init__(
-        self, interval: float, changed_elsewhere: Callable[[], bool] = lambda: True
+        self, interval: float, version: Callable[[], int | None] = lambda: None
     ) -> None:
         self._interval = interval
-        self._changed_elsewhere = changed_elsewhere
+        self._version = version
+        self._seen: int | None = None  # the version at the last tick
         self._waiting: dict[Hashable, list[asyncio.Future[None]]] = {}
         # Waits whose timeout ends after the next tick: a tick releases each once its end is
         # less than an interval away, and its caller waits again with a timer of its own.
         self._far: dict[asyncio.Future[None], float] = {}
         self._ticks: dict[asyncio.AbstractEventLoop, asyncio.TimerHandle] = {}
+
+    def start(self) -> None:
+        """Take the store's version now (once it is open): the first tick compares with it."""
+        self._seen = self._version()
 
     def notify(self, key: Hashable) -> None:
         futures = self._waiting.pop(key, None)
@@ -87,9 +93,10 @@ class Watchers:
     def _on_tick(self, loop: asyncio.AbstractEventLoop) -> None:
         self._ticks.pop(loop, None)
         try:
-            quiet = not self._changed_elsewhere()
+            version = self._version()
         except Exception:  # (say changed: the waiters look for themselves)
-            quiet = False
+            version = None
+        quiet, self._seen = version is not None and version == self._seen, version
         if not quiet:
             self.notify_all()
             return

@@ -17,7 +17,6 @@ from . import _validate as validate
 from ._coalesce import CreateCoalescer
 from ._deadlines import Deadlines
 from ._eager import start_eagerly
-from ._signal import Signal
 from ._watchers import Watchers
 from .approvals import ApprovalRequest
 from .clock import Clock, SystemClock
@@ -74,10 +73,11 @@ class Engine:
         self._tune_gc = tune_gc
         self._gc_held = False
         self._workflows: dict[str, _Registered] = {}
-        self._changed = Signal()
-        # Per instance: its status may have changed (``poll_interval``: maybe elsewhere).
-        self._statuses = Watchers(
-            self._poll_interval, getattr(storage, "changed_elsewhere", lambda: True))
+        # Per instance: its status may have changed (waiters), its feed grew (followers);
+        # other processes' changes are polled for every ``poll_interval``.
+        version = getattr(storage, "data_version", lambda: None)
+        self._statuses = Watchers(self._poll_interval, version)
+        self._feeds = Watchers(self._poll_interval, version)
         self._coalescer = CreateCoalescer(self._create_many)
         self._worker: Worker | None = None
         self._open = False
@@ -97,9 +97,11 @@ class Engine:
     async def _start(self) -> Engine:
         await self._storage.open()
         self._open = True
+        self._statuses.start()
+        self._feeds.start()
         if self._with_worker:
             ctx = RunContext(
-                self._storage, self.clock, self.max_steps, self._changed.notify,
+                self._storage, self.clock, self.max_steps, self._feeds.notify,
                 self._statuses.notify,
                 Deadlines(self.clock),
             )
@@ -123,8 +125,8 @@ class Engine:
     def _woken_elsewhere(self) -> None:
         if self._worker is not None:
             self._worker.poke()
-        self._changed.notify()
-        self._statuses.notify_all()  # (it may have been a status change elsewhere)
+        self._feeds.notify_all()  # (it may have been a change of theirs elsewhere)
+        self._statuses.notify_all()
 
     async def close(self) -> None:
         """Stop the worker (running instances resume from their last step elsewhere or on the
@@ -140,8 +142,8 @@ class Engine:
             if self._gc_held:
                 self._gc_held = False
                 _gc.release()
-            self._changed.notify()
-            self._statuses.notify_all()  # waiters learn the engine closed
+            self._feeds.notify_all()  # waiters and followers learn the engine closed
+            self._statuses.notify_all()
             await self._storage.close()
 
     async def __aenter__(self) -> Engine:
@@ -288,15 +290,17 @@ class Engine:
         rows = write.result()
         started = [row for row in rows if row.owner is not None]
         worker.adopt(started, soon=True)
-        if len(started) == len(rows):  # nothing was queued: no claim to make
-            self._changed.notify()
-        else:
+        if len(started) != len(rows):  # some were queued: a claim may take them
             self._worker_signal(None, None)
 
+    def _changed(self, iid: int) -> None:
+        """Instance ``iid`` changed here: wake its waiters and the followers of its feed."""
+        self._statuses.notify(iid)
+        self._feeds.notify(iid)
+
     def _worker_signal(self, what: str | None, iid: int | None) -> None:
-        self._changed.notify()
         if iid is not None:
-            self._statuses.notify(iid)
+            self._changed(iid)
         worker = self._worker
         if worker is None:
             return

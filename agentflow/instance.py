@@ -188,23 +188,30 @@ class Instance:
     async def events(self, *, follow: bool = True) -> AsyncIterator[InstanceEvent]:
         """The instance's history, then (with ``follow``) its live events until it finishes."""
         engine = self._engine
+        feeds, iid = engine._feeds, self._iid
         after = 0
         while True:
-            rows = await engine._storage.read_history(self._iid, after)
-            for row in rows:
-                after = row.seq
-                for event in _events(row):
-                    yield event
-            if len(rows) >= 1000:
-                continue
-            if not follow:
-                return
-            last = rows[-1].type if rows else None
-            if last in _TERMINAL_EVENTS and (await self._row()).status in FINISHED:
-                return
-            if not rows and (await self._row()).status in FINISHED and after:
-                return
-            await engine._changed.wait(engine._poll_interval)
+            # Armed before the read (when following): an entry written after it wakes us.
+            armed = feeds.arm(iid) if follow else None
+            try:
+                rows = await engine._storage.read_history(iid, after)
+                for row in rows:
+                    after = row.seq
+                    for event in _events(row):
+                        yield event
+                if len(rows) >= 1000:
+                    continue
+                if armed is None:
+                    return
+                last = rows[-1].type if rows else None
+                if last in _TERMINAL_EVENTS and (await self._row()).status in FINISHED:
+                    return
+                if not rows and (await self._row()).status in FINISHED and after:
+                    return
+                await feeds.wait(armed)
+            finally:
+                if armed is not None:
+                    feeds.disarm(iid, armed)
 
     async def wait(self, *, timeout: float | None = None) -> InstanceDetails:
         """Wait until the instance is complete, errored or terminated; return its status.
@@ -244,8 +251,7 @@ class Instance:
             row = await engine._storage.transition(self._iid, lambda row: decide(row, now))
         except LeaseLost:
             raise InstanceNotFoundError(f"instance {self.id!r} no longer exists") from None
-        engine._changed.notify()
-        engine._statuses.notify(self._iid)
+        engine._changed(self._iid)
         return row
 
 

@@ -42,7 +42,7 @@ class RunState:
     clock: Clock
     max_steps: int
     journal: dict[tuple[str, int], StepRecord]
-    notify: Callable[[], None]
+    notify: Callable[[int], None]  # the instance's feed grew (its iid)
     deadlines: Deadlines
     busy_runs: set[RunState] = field(default_factory=set)
     version: str | None = None  # the code version running (approval requests name it)
@@ -209,7 +209,7 @@ class RunState:
         if status == "waiting_for_pause":
             self.pause_requested = True
         self.journal[(record.name, record.count)] = record
-        self.notify()
+        self.notify(self.iid)
 
     async def next_event(self, event_type: str) -> InboxEvent | None:
         """The oldest unconsumed event of ``event_type`` that no other wait of this run is
@@ -249,7 +249,7 @@ class RunState:
                 await self.storage.append_history(self.iid, self.owner, self.take_history())
             except LeaseLost:
                 self.stopped = True
-            self.notify()
+            self.notify(self.iid)
 
     async def settle(self) -> None:
         """Wait for step bodies still running (siblings in a gather) to finish and journal."""

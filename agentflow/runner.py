@@ -25,7 +25,7 @@ class RunContext:
     storage: Storage
     clock: Clock
     max_steps: int
-    notify: Callable[[], None]  # the history changed
+    notify: Callable[[int], None]  # this instance's feed grew
     run_ended: Callable[[int], None]  # this instance's status changed (it ran until here)
     deadlines: Deadlines
     busy_runs: set[RunState] = field(default_factory=set)
@@ -73,7 +73,7 @@ async def execute(ctx: RunContext, row: InstanceRow, state: RunState, code: Runn
         )
     with contextlib.suppress(LeaseLost):
         await _record_outcome(ctx, state, outcome, output, error)
-    ctx.notify()
+    ctx.notify(state.iid)
     ctx.run_ended(state.iid)
 
 

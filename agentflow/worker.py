@@ -141,7 +141,7 @@ class Worker:
                 continue
             active.task = asyncio.create_task(self._run(active),
                                               name=f"agentflow-run-{active.row.id}")
-        self.ctx.notify()
+            self.ctx.notify(active.row.iid)  # ('instance.started' is in its feed)
 
     async def _run(self, active: _ActiveRun) -> None:
         try:

@@ -189,7 +189,7 @@ class TenantInstance:
             )
 
         await self._instance._transition(repin)
-        engine._changed.notify()
+        engine._worker_signal(None, self._instance._iid)  # a woken instance is claimed now
         return ref
 
     async def approvals(self) -> list[ApprovalRequest]:

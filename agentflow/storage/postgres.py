@@ -82,10 +82,10 @@ class PostgresStorage(SqliteStorage):
         await self._pg.start()
         await self._pg.write(self._migrate)
 
-    def changed_elsewhere(self) -> bool:
-        """Always True: the server does not say cheaply whether other sessions committed
-        (LISTEN/NOTIFY announces runnable work, not finished instances)."""
-        return True
+    def data_version(self) -> int | None:
+        """None: the server does not say cheaply whether other sessions committed, so
+        waiters look at every poll (LISTEN/NOTIFY wakes them sooner for most changes)."""
+        return None
 
     def subscribe(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` when another process makes work runnable (LISTEN/NOTIFY)."""

@@ -69,7 +69,6 @@ class SqliteStorage(Scheduling):
         self.path = str(path)
         self._feed = FeedCounter()
         self._db = Connection(self.path, hooks=self._feed)
-        self._data_version: int | None = None
 
     def _history(self, iid: int, items: Sequence[HistoryItem]) -> None:
         """Append history rows; inside a write unit, they are inserted with its commit."""
@@ -90,7 +89,6 @@ class SqliteStorage(Scheduling):
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._db.start()
         await self._db.write(self._migrate)
-        self.changed_elsewhere()  # (the baseline)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         migrate(conn, self.path)
@@ -98,16 +96,15 @@ class SqliteStorage(Scheduling):
     async def close(self) -> None:
         await self._db.close()
 
-    def changed_elsewhere(self) -> bool:
-        """Whether another connection (another process, another engine) committed to the
-        file since the last call: if not, this engine saw every change it made itself."""
+    def data_version(self) -> int | None:
+        """A number that changes when another connection (another process, another engine)
+        commits to the file, and only then: while it stays put, this engine saw every change
+        itself. None once closed."""
         try:
             version: int = self._db.conn.execute("PRAGMA data_version").fetchone()[0]
         except (sqlite3.Error, StorageError):
-            return True
-        changed = version != self._data_version
-        self._data_version = version
-        return changed
+            return None
+        return version
 
     # -- instances --------------------------------------------------------------------------
     async def create_instances(

@@ -27,22 +27,24 @@ async def _store(path: Path, *instances: str) -> AsyncIterator[SqliteStorage]:
         await store.close()
 
 
-async def test_changed_elsewhere_sees_other_connections_commits_not_its_own(
+async def test_the_data_version_moves_for_other_connections_commits_not_its_own(
     tmp_path: Path,
 ) -> None:
     # An engine's waiters skip their poll when nothing but the engine itself wrote.
     path = tmp_path / "a.db"
     async with _store(path) as store:
-        assert store.changed_elsewhere() is False
+        first = store.data_version()
+        assert first is not None
         await store.create_instances("wf", [("mine", None)], 1.0, skip_existing=False)
-        assert store.changed_elsewhere() is False
+        assert store.data_version() == first
         other = sqlite3.connect(path)
         other.execute("UPDATE instances SET updated_at = 2.0")
         other.commit()
         other.close()
-        assert store.changed_elsewhere() is True
-        assert store.changed_elsewhere() is False  # (until the next one)
-    assert store.changed_elsewhere() is True  # closed: the caller must look for itself
+        second = store.data_version()
+        assert second is not None and second != first
+        assert store.data_version() == second  # (until the next one)
+    assert store.data_version() is None  # closed: the caller must look for itself
 
 
 async def test_a_claim_with_nothing_to_take_leaves_the_write_lock_alone(
