@@ -118,10 +118,10 @@ async def test_terminate_and_close_wake_a_waiter_without_polling(db_url: str) ->
         await asyncio.wait_for(waiting, timeout=5)
 
 
-async def test_a_waiter_sees_a_finish_made_by_another_engine_within_its_poll_interval(
+async def test_changes_made_by_another_engine_reach_waiters_and_followers_within_a_poll(
     db_url: str,
 ) -> None:
-    # No notify crosses engines (or processes): the waiter's poll finds the change.
+    # No notify crosses engines (or processes): the watcher's polls find the changes.
     release = asyncio.Event()
 
     async def run(event: af.Event, step: af.Step) -> str:
@@ -134,14 +134,19 @@ async def test_a_waiter_sees_a_finish_made_by_another_engine_within_its_poll_int
         await wait_for(created, "running")
         instance = await watcher.binding("far").get(created.id)
         pending = asyncio.create_task(instance.wait(timeout=10))
-        await asyncio.sleep(0.3)  # several polls with nothing finished
-        assert not pending.done()
+        seen: list[str] = []
+        following = asyncio.create_task(_follow(instance, seen))
+        await asyncio.sleep(0.3)  # several polls with nothing new
+        assert not pending.done() and not following.done()
+        assert "step.completed" not in seen
         release.set()
         await created.wait(timeout=5)
         finished = time.monotonic()
         details = await asyncio.wait_for(pending, timeout=5)
+        await asyncio.wait_for(following, 5)
         assert time.monotonic() - finished < 0.5  # a poll or two of 0.1 s, not the timeout
         assert (details.status, details.output) == ("complete", "done")
+        assert seen[-2:] == ["step.completed", "instance.completed"]
 
 
 def test_waiters_on_the_loops_of_other_threads_wake_on_their_own_loop(db_url: str) -> None:
@@ -258,29 +263,3 @@ async def test_followers_wake_for_their_own_instance_not_on_every_commit(db_url:
             task.cancel()
         await asyncio.gather(*following[1:], return_exceptions=True)
         assert not engine._feeds._waiting
-
-
-async def test_a_follower_sees_entries_written_by_another_engine_within_its_poll_interval(
-    db_url: str,
-) -> None:
-    release = asyncio.Event()
-
-    async def run(event: af.Event, step: af.Step) -> str:
-        await step.do("block", release.wait)
-        return "done"
-
-    async with af.Engine.open(db_url, poll_interval=0.05) as runner, \
-            af.Engine.open(db_url, worker=False, poll_interval=0.1) as watcher:
-        created = await runner.register("far", run).create()
-        await wait_for(created, "running")
-        seen: list[str] = []
-        following = asyncio.create_task(
-            _follow(await watcher.binding("far").get(created.id), seen))
-        await asyncio.sleep(0.3)
-        assert not following.done() and "step.completed" not in seen
-        release.set()
-        await created.wait(timeout=5)
-        finished = time.monotonic()
-        await asyncio.wait_for(following, 5)
-        assert time.monotonic() - finished < 0.5  # a poll or two of 0.1 s
-        assert seen[-2:] == ["step.completed", "instance.completed"]
