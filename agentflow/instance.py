@@ -190,6 +190,7 @@ class Instance:
         engine = self._engine
         feeds, iid = engine._feeds, self._iid
         after = 0
+        ended = False  # a terminal entry was read (entries racing the end may follow it)
         while True:
             # Armed before the read (when following): an entry written after it wakes us.
             armed = feeds.arm(iid) if follow else None
@@ -197,16 +198,14 @@ class Instance:
                 rows = await engine._storage.read_history(iid, after)
                 for row in rows:
                     after = row.seq
+                    ended = ended or row.type in _TERMINAL_EVENTS
                     for event in _events(row):
                         yield event
                 if len(rows) >= 1000:
                     continue
                 if armed is None:
                     return
-                last = rows[-1].type if rows else None
-                if last in _TERMINAL_EVENTS and (await self._row()).status in FINISHED:
-                    return
-                if not rows and (await self._row()).status in FINISHED and after:
+                if (ended or (after and not rows)) and (await self._row()).status in FINISHED:
                     return
                 await feeds.wait(armed)
             finally:
