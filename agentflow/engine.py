@@ -101,8 +101,7 @@ class Engine:
         self._feeds.start()
         if self._with_worker:
             ctx = RunContext(
-                self._storage, self.clock, self.max_steps, self._feeds.notify,
-                self._statuses.notify,
+                self._storage, self.clock, self.max_steps, self._feeds.notify, self._changed,
                 Deadlines(self.clock),
             )
             self._worker = Worker(
@@ -125,8 +124,7 @@ class Engine:
     def _woken_elsewhere(self) -> None:
         if self._worker is not None:
             self._worker.poke()
-        self._feeds.notify_all()  # (it may have been a change of theirs elsewhere)
-        self._statuses.notify_all()
+        self._changed_everywhere()  # (it may have been a change of theirs elsewhere)
 
     async def close(self) -> None:
         """Stop the worker (running instances resume from their last step elsewhere or on the
@@ -142,8 +140,7 @@ class Engine:
             if self._gc_held:
                 self._gc_held = False
                 _gc.release()
-            self._feeds.notify_all()  # waiters and followers learn the engine closed
-            self._statuses.notify_all()
+            self._changed_everywhere()  # waiters and followers learn the engine closed
             await self._storage.close()
 
     async def __aenter__(self) -> Engine:
@@ -297,6 +294,10 @@ class Engine:
         """Instance ``iid`` changed here: wake its waiters and the followers of its feed."""
         self._statuses.notify(iid)
         self._feeds.notify(iid)
+
+    def _changed_everywhere(self) -> None:
+        self._statuses.notify_all()
+        self._feeds.notify_all()
 
     def _worker_signal(self, what: str | None, iid: int | None) -> None:
         if iid is not None:

@@ -250,8 +250,7 @@ class Instance:
             row = await engine._storage.transition(self._iid, lambda row: decide(row, now))
         except LeaseLost:
             raise InstanceNotFoundError(f"instance {self.id!r} no longer exists") from None
-        engine._changed(self._iid)
-        return row
+        return row  # (callers tell the engine with _worker_signal, which wakes its watchers)
 
 
 class WorkflowBinding:

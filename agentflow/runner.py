@@ -26,7 +26,7 @@ class RunContext:
     clock: Clock
     max_steps: int
     notify: Callable[[int], None]  # this instance's feed grew
-    run_ended: Callable[[int], None]  # this instance's status changed (it ran until here)
+    run_ended: Callable[[int], None]  # its status and feed changed (a run of it ended here)
     deadlines: Deadlines
     busy_runs: set[RunState] = field(default_factory=set)
 
@@ -73,7 +73,6 @@ async def execute(ctx: RunContext, row: InstanceRow, state: RunState, code: Runn
         )
     with contextlib.suppress(LeaseLost):
         await _record_outcome(ctx, state, outcome, output, error)
-    ctx.notify(state.iid)
     ctx.run_ended(state.iid)
 
 

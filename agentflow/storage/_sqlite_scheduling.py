@@ -53,14 +53,7 @@ class Scheduling:
         """How many new instances may start at once: the workflow's free slots, or none while
         an instance waits for one (queued, or a due sleeper: they go first)."""
         self._serialise(conn, f"claim:{workflow}")  # counted as a claim counts
-        waiting_for_slot = conn.execute(
-            "SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued' LIMIT 1",
-            (workflow,),
-        ).fetchone() or conn.execute(
-            "SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' AND sched <= ? "
-            "LIMIT 1", (workflow, now),
-        ).fetchone()
-        if waiting_for_slot:
+        if _waiting_for_slot(conn, workflow, now):
             return 0
         return max(0, start.limit - _running(conn, workflow))
 
@@ -194,18 +187,23 @@ def _running(conn: Any, workflow: str) -> int:
     return int(count)
 
 
+def _waiting_for_slot(conn: Any, workflow: str, now: float) -> bool:
+    """Whether an instance of ``workflow`` waits for a slot: queued, or a due sleeper."""
+    return bool(conn.execute(
+        "SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued' LIMIT 1",
+        (workflow,),
+    ).fetchone() or conn.execute(
+        "SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' AND sched <= ? "
+        "LIMIT 1", (workflow, now),
+    ).fetchone())
+
+
 def _claimable(conn: Any, workflows: Iterable[str], now: float, lease_now: float) -> bool:
-    """Whether a claim could take anything: a queued instance, a due sleeper, or one whose
+    """Whether a claim could take anything: an instance waiting for a slot, or one whose
     worker's lease ran out (what ``_claim_workflow`` looks for, before limits)."""
-    for workflow in workflows:
-        if (conn.execute(
-                "SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued' LIMIT 1",
-                (workflow,)).fetchone()
-            or conn.execute(
-                "SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' "
-                "AND sched <= ? LIMIT 1", (workflow, now)).fetchone()
-            or conn.execute(
-                "SELECT 1 FROM instances WHERE workflow = ? AND status IN (?, ?) "
-                "AND lease_until < ? LIMIT 1", (workflow, *_ACTIVE, lease_now)).fetchone()):
-            return True
-    return False
+    return any(
+        _waiting_for_slot(conn, workflow, now) or conn.execute(
+            "SELECT 1 FROM instances WHERE workflow = ? AND status IN (?, ?) "
+            "AND lease_until < ? LIMIT 1", (workflow, *_ACTIVE, lease_now)).fetchone()
+        for workflow in workflows
+    )
