@@ -17,7 +17,7 @@ from typing import Any
 
 from ._runtime import MAX_PRINT_BYTES, PrintLog, Tools, globals_template, plan_globals
 from .report import PlanRejected, Report
-from .validate import DEFAULT_IMPORTS, analyse, validate
+from .validate import DEFAULT_IMPORTS, analyse, analysed
 
 Runner = Callable[[Any, Any], Awaitable[Any]]
 
@@ -139,7 +139,7 @@ def check_plan(
     cached = _COMPILED.get((source, granted, allowed)) if isinstance(source, str) else None
     if cached is not None:
         return cached.report
-    report = validate(source, tools=granted, allowed_imports=allowed)
+    report = analyse(source, tools=granted, allowed_imports=allowed)[0]
     if not report.ok:
         raise PlanRejected(report)
     return report
@@ -152,7 +152,7 @@ _COMPILED: OrderedDict[tuple[str, frozenset[str] | None, frozenset[str]], Compil
 
 def _compile(source: str, tools: frozenset[str] | None,
              allowed: frozenset[str]) -> CompiledPlan:
-    report, restricted = analyse(source, tools=tools, allowed_imports=allowed)
+    report, restricted = analysed(source, tools=tools, allowed_imports=allowed)
     if restricted is None:
         raise PlanRejected(report)
     try:

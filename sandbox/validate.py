@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from . import _rules
@@ -24,7 +26,24 @@ def validate(
     allowed_imports: Iterable[str] = DEFAULT_IMPORTS,
 ) -> Report:
     """Check a plan. ``tools`` (the granted tool names) enables the unknown-tool check."""
-    return analyse(source, tools=tools, allowed_imports=allowed_imports)[0]
+    allowed = frozenset(allowed_imports)
+    granted = None if tools is None else frozenset(tools)
+    report, tree = analyse(source, tools=granted, allowed_imports=allowed)
+    if tree is not None and type(source) is str:
+        _ANALYSED.keep(source, granted, allowed, report, tree)
+    return report
+
+
+def analysed(
+    source: object, *, tools: frozenset[str] | None, allowed_imports: frozenset[str],
+) -> tuple[Report, ast.Module | None]:
+    """:func:`analyse`, answered by the work of a recent :func:`validate` of the same plan
+    when there was one: the usual sequence, validate to show the report and then compile,
+    analyses the plan once."""
+    kept = _ANALYSED.take(source, tools, allowed_imports) if type(source) is str else None
+    if kept is not None:
+        return kept
+    return analyse(source, tools=tools, allowed_imports=allowed_imports)
 
 
 def analyse(
@@ -53,6 +72,48 @@ def analyse(
     found += _restricted(tree)
     report = Report(text, tuple(_dedupe(found)))
     return report, tree if report.ok else None
+
+
+class _Analysed:
+    """The restricted trees of the last few valid plans :func:`validate` saw, each handed
+    to the first compile of the same text. Bounded in count and in source size: a tree
+    costs a few hundred bytes per line of plan."""
+
+    MAX_ENTRIES = 4
+    MAX_SOURCE_CHARS = 64 * 1024
+
+    def __init__(self) -> None:
+        self._entries: OrderedDict[
+            tuple[str, frozenset[str]], tuple[frozenset[str] | None, Report, ast.Module]
+        ] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def keep(self, source: str, tools: frozenset[str] | None, allowed: frozenset[str],
+             report: Report, tree: ast.Module) -> None:
+        if len(source) > self.MAX_SOURCE_CHARS:
+            return
+        with self._lock:
+            self._entries[(source, allowed)] = (tools, report, tree)
+            self._entries.move_to_end((source, allowed))
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+    def take(self, source: str, tools: frozenset[str] | None,
+             allowed: frozenset[str]) -> tuple[Report, ast.Module] | None:
+        with self._lock:
+            entry = self._entries.pop((source, allowed), None)
+        if entry is None:
+            return None
+        checked_tools, report, tree = entry
+        # The tree does not depend on the tools; the report does, through the unknown-tool
+        # check only. A plan valid against some tools is valid, with the same report, when
+        # no tools are named; against other named tools it must be checked again.
+        if tools == checked_tools or tools is None:
+            return report, tree
+        return None
+
+
+_ANALYSED = _Analysed()
 
 
 def _admit(source: object) -> tuple[str, Diagnostic | None]:
