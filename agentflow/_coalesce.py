@@ -12,21 +12,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 
 from .errors import DuplicateInstanceError
 from .storage import InstanceRow
 
 Item = tuple[str, str | None]
-CreateMany = Callable[[str, list[Item], str | None], Awaitable[list[InstanceRow]]]
+# create_many(workflow, items, tenant) creates with skip_existing semantics; its future is
+# done when the rows are committed.
+CreateMany = Callable[[str, list[Item], str | None], "asyncio.Future[list[InstanceRow]]"]
+Batch = list[tuple[Item, "asyncio.Future[InstanceRow]"]]
 
 
 class CreateCoalescer:
     def __init__(self, create_many: CreateMany) -> None:
-        # create_many(workflow, items, tenant) creates with skip_existing semantics
         self._create_many = create_many
-        self._pending: dict[tuple[str, str | None],
-                            list[tuple[Item, asyncio.Future[InstanceRow]]]] = {}
-        self._writing: set[asyncio.Task[None]] = set()  # (a task nobody holds may vanish)
+        self._pending: dict[tuple[str, str | None], Batch] = {}
 
     def create(self, workflow: str, item: Item, tenant: str | None) -> Awaitable[InstanceRow]:
         loop = asyncio.get_running_loop()
@@ -40,33 +41,42 @@ class CreateCoalescer:
         return future
 
     def _flush(self, key: tuple[str, str | None]) -> None:
+        # The batch's rows go to their callers straight from the commit's future: a
+        # sequential create loop waits a loop turn per hop, and a task per hop was three.
         batch = self._pending.pop(key)
-        task = asyncio.ensure_future(self._create(key, batch))
-        self._writing.add(task)
-        task.add_done_callback(self._writing.discard)
-
-    async def _create(self, key: tuple[str, str | None],
-                      batch: list[tuple[Item, asyncio.Future[InstanceRow]]]) -> None:
         workflow, tenant = key
         try:
-            rows = await self._create_many(workflow, [item for item, _ in batch], tenant)
-        except BaseException as exc:
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
-            if not isinstance(exc, Exception):
-                raise
+            write = self._create_many(workflow, [item for item, _ in batch], tenant)
+        except Exception as exc:
+            _fail(batch, exc)
             return
-        created = {row.id: row for row in rows}
-        for (id, _), future in batch:
-            if future.done():  # the caller was cancelled; its instance exists all the same
-                created.pop(id, None)
-                continue
-            row = created.pop(id, None)  # an id asked for twice: the first call has it
-            if row is not None:
-                future.set_result(row)
-            else:
-                future.set_exception(DuplicateInstanceError(
-                    f"an instance with id {id!r} already exists in workflow {workflow!r}; "
-                    "choose another id, or use get(id) to reach the existing one"
-                ))
+        write.add_done_callback(partial(_settle, workflow, batch))
+
+
+def _fail(batch: Batch, error: BaseException) -> None:
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(error)
+
+
+def _settle(workflow: str, batch: Batch, write: asyncio.Future[list[InstanceRow]]) -> None:
+    if write.cancelled():
+        _fail(batch, asyncio.CancelledError())
+        return
+    error = write.exception()
+    if error is not None:
+        _fail(batch, error)
+        return
+    created = {row.id: row for row in write.result()}
+    for (id, _), future in batch:
+        if future.done():  # the caller was cancelled; its instance exists all the same
+            created.pop(id, None)
+            continue
+        row = created.pop(id, None)  # an id asked for twice: the first call has it
+        if row is not None:
+            future.set_result(row)
+        else:
+            future.set_exception(DuplicateInstanceError(
+                f"an instance with id {id!r} already exists in workflow {workflow!r}; "
+                "choose another id, or use get(id) to reach the existing one"
+            ))

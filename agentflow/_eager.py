@@ -6,7 +6,7 @@ the engine imports nothing from the sandbox.)"""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Generator
+from collections.abc import Awaitable, Coroutine, Generator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -60,3 +60,12 @@ def start_eagerly(coroutine: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
         failed.set_exception(error)
         return failed
     return loop.create_task(_rest(Resumed(coroutine, first)))
+
+
+def as_future(awaitable: Awaitable[T]) -> asyncio.Future[T]:
+    """``awaitable`` as a future: itself when it is one, a coroutine started eagerly."""
+    if isinstance(awaitable, asyncio.Future):
+        return awaitable
+    if isinstance(awaitable, Coroutine):
+        return start_eagerly(awaitable)
+    return asyncio.ensure_future(awaitable)

@@ -16,7 +16,7 @@ from . import _gc, approvals
 from . import _validate as validate
 from ._coalesce import CreateCoalescer
 from ._deadlines import Deadlines
-from ._eager import start_eagerly
+from ._eager import as_future
 from ._watchers import Watchers
 from .approvals import ApprovalRequest
 from .clock import Clock, SystemClock
@@ -252,42 +252,44 @@ class Engine:
         self._check_open()
         if len(items) == 1 and not skip_existing:  # one of many, perhaps: see _coalesce
             return [await self._coalescer.create(workflow, items[0], tenant)]
-        return await self._create_now(workflow, items, skip_existing=skip_existing,
-                                      tenant=tenant)
+        return await asyncio.shield(self._write_instances(
+            workflow, items, skip_existing=skip_existing, tenant=tenant))
 
-    async def _create_many(
+    def _create_many(
         self, workflow: str, items: list[tuple[str, str | None]], tenant: str | None,
-    ) -> list[InstanceRow]:
+    ) -> asyncio.Future[list[InstanceRow]]:
         self._check_open()
-        return await self._create_now(workflow, items, skip_existing=True, tenant=tenant)
+        return self._write_instances(workflow, items, skip_existing=True, tenant=tenant)
 
-    async def _create_now(
+    def _write_instances(
         self, workflow: str, items: list[tuple[str, str | None]], *, skip_existing: bool,
         tenant: str | None,
-    ) -> list[InstanceRow]:
+    ) -> asyncio.Future[list[InstanceRow]]:
+        """The commit of new instances. Rows reach the worker when it lands, before any
+        creator goes on, and even if the creator went away meanwhile (the create is
+        committed all the same): the hand-over is the future's first callback."""
         worker = self._worker
         start = None if worker is None or not self._can_start_now else worker.start_now(workflow)
-        if worker is None or start is None:
-            rows = await self._storage.create_instances(
-                workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant)
-            self._worker_signal(None, None)
-            return rows
-        # Rows written running must reach the worker even if the caller goes away meanwhile
-        # (its create is committed all the same): the write runs as a task of its own, which
-        # hands them over when it ends, before its caller goes on.
-        write = start_eagerly(self._storage.create_instances(
-            workflow, items, self.clock.now(), skip_existing=skip_existing, tenant=tenant,
-            start=start))
-        write.add_done_callback(partial(self._hand_over, worker))
-        return await asyncio.shield(write)
+        now = self.clock.now()
+        if start is None:
+            created = self._storage.create_instances(
+                workflow, items, now, skip_existing=skip_existing, tenant=tenant)
+        else:
+            created = self._storage.create_instances(
+                workflow, items, now, skip_existing=skip_existing, tenant=tenant, start=start)
+        write = as_future(created)
+        if worker is not None:
+            write.add_done_callback(partial(self._hand_over, worker))
+        return write
 
     def _hand_over(self, worker: Worker, write: asyncio.Future[list[InstanceRow]]) -> None:
         if write.cancelled() or write.exception() is not None:
             return
         rows = write.result()
         started = [row for row in rows if row.owner is not None]
-        worker.adopt(started, soon=True)
-        if len(started) != len(rows):  # some were queued: a claim may take them
+        if started:
+            worker.adopt(started, soon=True)
+        if len(started) != len(rows):  # queued: a claim may take them
             self._worker_signal(None, None)
 
     def _changed(self, iid: int) -> None:

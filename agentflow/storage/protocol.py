@@ -43,10 +43,10 @@ class Storage(Protocol):
     async def close(self) -> None: ...
 
     # -- instances ------------------------------------------------------------------------
-    async def create_instances(
+    def create_instances(
         self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
         skip_existing: bool, tenant: str | None = None, start: StartNow | None = None,
-    ) -> list[InstanceRow]:
+    ) -> Awaitable[list[InstanceRow]]:
         """Insert queued instances (id, params). Returns the created rows. Without
         ``skip_existing`` an existing or repeated id raises ``DuplicateInstanceError`` and
         nothing is inserted. With ``start``, as many as the workflow's free slots allow (none

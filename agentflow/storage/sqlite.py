@@ -107,10 +107,12 @@ class SqliteStorage(Scheduling):
         return version
 
     # -- instances --------------------------------------------------------------------------
-    async def create_instances(
+    def create_instances(
         self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
         skip_existing: bool, tenant: str | None = None, start: StartNow | None = None,
-    ) -> list[InstanceRow]:
+    ) -> Awaitable[list[InstanceRow]]:
+        # A plain function returning the commit's future (on SQLite): the creator is told
+        # the moment the commit lands, with no task in between.
         def run(conn: sqlite3.Connection) -> list[InstanceRow]:
             started = 0 if start is None else self._startable(conn, workflow, start, now)
             created = insert_instances(conn, workflow, items, now, tenant,
@@ -128,7 +130,7 @@ class SqliteStorage(Scheduling):
             return created
 
         # One item raises before its only write; a batch may raise after some.
-        return await self._db.write(run, savepoint=len(items) > 1)
+        return self._db.write(run, savepoint=len(items) > 1)
 
     async def get_instance(self, workflow: str, id: str) -> InstanceRow | None:
         def run(conn: sqlite3.Connection) -> InstanceRow | None:

@@ -136,3 +136,31 @@ async def test_a_create_racing_close_runs_nothing_after_close(db_url: str) -> No
     async with af.Engine.open(db_url, worker=False) as reopened:
         statuses = {i.id: i.status for i in await reopened.list_instances(workflow="wf")}
     assert set(statuses.values()) <= {"queued"}  # handed back, to run on the next open
+
+
+@pytest.mark.parametrize("worker", [True, False], ids=["worker", "no-worker"])
+async def test_a_lone_create_returns_soon_after_its_commit(db_url: str, worker: bool) -> None:
+    """A create awaited on its own (a loop creating one instance at a time) gets its instance
+    a few event-loop turns after it was called: one to gather the turn's creates, one for
+    the commit, one to hand the rows to their callers and the worker. Every turn a create
+    waits is a turn in which the steps of running instances commit without it."""
+    async with af.Engine.open(db_url, worker=worker) as engine:
+        binding = engine.register("w", run)
+        turns = 0
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.create_task(count_turns())
+        await asyncio.sleep(0)
+        waited = []
+        for n in range(5):
+            before = turns
+            instance = await binding.create(params=n)
+            waited.append(turns - before)
+            assert (await instance.status()).status in ("queued", "running", "complete")
+        counter.cancel()
+        assert max(waited) <= 4, waited
