@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from types import CodeType
 from typing import Any
 
+from . import _collector
 from ._runtime import MAX_PRINT_BYTES, PrintLog, Tools, globals_template, plan_globals
 from .report import PlanRejected, Report
 from .validate import DEFAULT_IMPORTS, analyse, analysed
@@ -117,7 +118,8 @@ def compile_plan(
         if cached is not None:
             _COMPILED.move_to_end(key)
             return cached
-    plan = _compile(source, granted, allowed)
+    with _collector.paused():  # the tree is gone when it ends: see _collector
+        plan = _compile(source, granted, allowed)
     if key is not None:
         _COMPILED[key] = plan
         if len(_COMPILED) > _CACHE_SIZE:
@@ -139,7 +141,8 @@ def check_plan(
     cached = _COMPILED.get((source, granted, allowed)) if isinstance(source, str) else None
     if cached is not None:
         return cached.report
-    report = analyse(source, tools=granted, allowed_imports=allowed)[0]
+    with _collector.paused():
+        report = analyse(source, tools=granted, allowed_imports=allowed)[0]
     if not report.ok:
         raise PlanRejected(report)
     return report

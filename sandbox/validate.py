@@ -7,7 +7,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from . import _rules
+from . import _collector, _rules
 from ._policy import PlanPolicy
 from .report import Diagnostic, Report
 
@@ -28,9 +28,11 @@ def validate(
     """Check a plan. ``tools`` (the granted tool names) enables the unknown-tool check."""
     allowed = frozenset(allowed_imports)
     granted = None if tools is None else frozenset(tools)
-    report, tree = analyse(source, tools=granted, allowed_imports=allowed)
-    if tree is not None and type(source) is str:
-        _ANALYSED.keep(source, granted, allowed, report, tree)
+    with _collector.paused():  # see _collector; a tree not kept is gone when it ends
+        report, tree = analyse(source, tools=granted, allowed_imports=allowed)
+        if tree is not None and type(source) is str:
+            _ANALYSED.keep(source, granted, allowed, report, tree)
+        del tree
     return report
 
 
