@@ -166,6 +166,8 @@ async def decide(
     if outcome == "ok":
         engine._worker_signal(None, iid)
         return
+    if outcome == "finished":  # it finished since the gates were read
+        await _explain_missing(engine, iid, instance_id, row.gate)
     asked = json.loads(row.data or "{}").get("version")
     messages = {
         "unknown": (ApprovalNotFoundError, "is not open"),

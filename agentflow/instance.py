@@ -182,7 +182,13 @@ class Instance:
                 f"instance {self.id!r} is {row.status} and takes no more events"
             )
         engine = self._engine
-        await engine._storage.deliver_event(self._iid, event_type, text, engine.clock.now())
+        delivered = await engine._storage.deliver_event(
+            self._iid, event_type, text, engine.clock.now())
+        if delivered is None:  # it finished meanwhile
+            row = await self._row()
+            raise InvalidStateError(
+                f"instance {self.id!r} is {row.status} and takes no more events"
+            )
         engine._worker_signal(None, self._iid)
 
     async def events(self, *, follow: bool = True) -> AsyncIterator[InstanceEvent]:

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 
+from ._statements import FINISHED_STATUSES
 from .records import ApprovalRow, HistoryItem
 
 # An open gate: its wait is journaled as waiting, no decision waits in the inbox for it, its
@@ -48,7 +49,11 @@ def decide(
     """Deliver a decision to an open gate: 'ok', or why not: 'unknown' (no such gate),
     'decided' (decided or timed out already), 'expired' (its deadline passed),
     'version' (another version asked),
-    'stale' (the instance's code changed since the request)."""
+    'stale' (the instance's code changed since the request), 'finished' (the instance
+    finished since its caller looked)."""
+    status = conn.execute("SELECT status FROM instances WHERE iid = ?", (iid,)).fetchone()
+    if status is None or status[0] in FINISHED_STATUSES:
+        return "finished"
     step = conn.execute(
         "SELECT state, event_type, wake_at FROM steps WHERE iid = ? AND name = ? AND count = ? "
         "AND kind = 'wait'", (iid, gate, count),

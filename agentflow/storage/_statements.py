@@ -17,6 +17,7 @@ from .records import HistoryItem, InstanceRow, StepRecord
 SCHEMA_VERSION = 5
 WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
 _ACTIVE = ("running", "waiting_for_pause")
+FINISHED_STATUSES = ("complete", "errored", "terminated")
 _INSTANCE_COLUMNS = (
     "iid, workflow, id, status, params, created_at, updated_at, output, error_name, "
     "error_message, wake_at, wait_types, paused_at, owner, lease_until, runs, tenant"

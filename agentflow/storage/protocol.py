@@ -141,8 +141,9 @@ class Storage(Protocol):
     # -- events ---------------------------------------------------------------------------
     async def deliver_event(
         self, iid: int, type: str, payload: str | None, now: float,
-    ) -> InboxEvent:
-        """Buffer an event; wake the instance if it waits for this type."""
+    ) -> InboxEvent | None:
+        """Buffer an event; wake the instance if it waits for this type. None, and nothing
+        written, when the instance has finished (or does not exist)."""
         ...
 
     async def next_inbox_event(
@@ -173,7 +174,8 @@ class Storage(Protocol):
         """Deliver a decision to gate (``gate``, ``count``) atomically; 'ok' or why not:
         'unknown', 'decided', 'expired' (its deadline is not after ``now``), 'version'
         (``check_version`` and another version asked),
-        'stale' (the instance was upgraded or restarted since the request)."""
+        'stale' (the instance was upgraded or restarted since the request), 'finished' (the
+        instance has finished: nothing is written)."""
         ...
 
     # -- tenant code ----------------------------------------------------------------------

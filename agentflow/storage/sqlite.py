@@ -28,6 +28,7 @@ from ._statements import (
     _INSTANCE_COLUMNS,
     _STEP_COLUMNS,
     _UPSERT_DONE_IF_RUNNING,
+    FINISHED_STATUSES,
     SCHEMA_VERSION,
     WAKE_HEAD_START,
     _done_values,
@@ -410,23 +411,27 @@ class SqliteStorage(Scheduling):
     # -- events -----------------------------------------------------------------------------
     async def deliver_event(
         self, iid: int, type: str, payload: str | None, now: float,
-    ) -> InboxEvent:
-        def run(conn: sqlite3.Connection) -> InboxEvent:
+    ) -> InboxEvent | None:
+        def run(conn: sqlite3.Connection) -> InboxEvent | None:
             return self._deliver(conn, iid, type, payload, now)
 
         return await self._db.write(run)
 
     def _deliver(self, conn: sqlite3.Connection, iid: int, type: str, payload: str | None,
-                 now: float) -> InboxEvent:
+                 now: float) -> InboxEvent | None:
         self._lock_instance(conn, iid)
+        # Checked in the write: an instance that finished since its caller looked gets
+        # nothing (no inbox row, no history entry after its end).
+        row = conn.execute(
+            "SELECT status, wait_types FROM instances WHERE iid = ?", (iid,)
+        ).fetchone()
+        if row is None or row[0] in FINISHED_STATUSES:
+            return None
         (seq,) = conn.execute(
             "INSERT INTO inbox (iid, type, payload, at) VALUES (?, ?, ?, ?) RETURNING seq",
             (iid, type, payload, now),
         ).fetchone()
-        row = conn.execute(
-            "SELECT status, wait_types FROM instances WHERE iid = ?", (iid,)
-        ).fetchone()
-        if row and row[0] == "waiting" and type in json.loads(row[1] or "[]"):
+        if row[0] == "waiting" and type in json.loads(row[1] or "[]"):
             conn.execute(
                 "UPDATE instances SET status = 'queued', wake_at = NULL, wait_types = NULL,"
                 " ready_at = ?, updated_at = ? WHERE iid = ?",

@@ -547,3 +547,24 @@ async def test_a_gate_reached_after_a_sibling_step_commits_late_is_asked_too(
         assert sorted(r.gate for r in await instance.approvals()) == ["deploy eu", "deploy us"]
         assert [h async for h in instance.events(follow=False)
                 if h.type == "instance.started"][-1].data == {"run": 1}  # asked in run 1
+
+
+async def test_a_decision_racing_termination_is_refused_and_writes_nothing(
+    engine: af.Engine, deploys: af.WorkflowBinding, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The instance is terminated after the decision found its gate open and before the
+    decision is written: the write sees it and refuses; nothing follows the end."""
+    instance = await at_gate(deploys, "race1")
+    storage = engine._storage
+    decide = storage.decide_approval
+
+    async def terminated_meanwhile(*args: Any, **kwargs: Any) -> str:
+        await instance.terminate()
+        return await decide(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "decide_approval", terminated_meanwhile)
+    with pytest.raises(af.ApprovalNotFoundError, match="terminated"):
+        await instance.approve(by="ada")
+    types = [e.type async for e in instance.events(follow=False)]
+    assert types[-1] == "instance.terminated"
+    assert "approval.decided" not in types

@@ -285,3 +285,30 @@ async def test_two_waits_for_one_type_take_different_events(
     await instance.send_event("ack", 2)
     expected = [1, True, 2] if beside_a_gate else [1, 2]
     assert (await wait_for(instance, "complete")).output == expected
+
+
+async def test_an_event_racing_the_end_is_refused_and_writes_nothing(
+    engine: af.Engine, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The instance is terminated after send_event saw it waiting and before the event is
+    written: the write sees it and refuses; nothing follows the end in its history."""
+
+    async def run(event: af.Event, step: af.Step) -> Any:
+        return (await step.wait_for_event("go", type="go")).payload
+
+    instance = await engine.register("race", run).create()
+    await wait_for(instance, "waiting")
+    storage = engine._storage
+    deliver = storage.deliver_event
+
+    async def terminated_meanwhile(*args: Any, **kwargs: Any) -> Any:
+        await instance.terminate()
+        return await deliver(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "deliver_event", terminated_meanwhile)
+    with pytest.raises(af.InvalidStateError, match="terminated and takes no more events"):
+        await instance.send_event("go", {"late": True})
+    types = [e.type async for e in instance.events(follow=False)]
+    assert types[-1] == "instance.terminated"
+    assert "event.received" not in types
+

@@ -682,6 +682,16 @@ async def test_save_step_consumes_an_event_exactly_once(storage: Storage) -> Non
     assert names(await storage.load_journal(row.iid)) == [("w", 1), ("w", 2)]
 
 
+async def test_an_event_for_a_finished_instance_writes_nothing(storage: Storage) -> None:
+    row = await start(storage)
+    await storage.transition(row.iid, lambda r: transitions.terminate(r, T0))
+    before = await storage.read_history(row.iid)
+    assert await storage.deliver_event(row.iid, "go", '"1"', T0 + 1) is None
+    assert await storage.next_inbox_event(row.iid, "go") is None
+    assert await storage.read_history(row.iid) == before
+    assert await storage.deliver_event(10**9, "go", None, T0 + 1) is None  # no such instance
+
+
 async def test_save_step_refused_without_the_lease(storage: Storage) -> None:
     row = await start(storage)
     with pytest.raises(LeaseLost):
@@ -1163,6 +1173,18 @@ async def test_decide_approval_is_stale_after_an_upgrade(storage: Storage) -> No
     await storage.transition(row.iid, upgrade)
     assert await storage.decide_approval(row.iid, "approve", 1, decision(), "v1", True,
                                          T0 + 2) == "stale"
+
+
+async def test_decide_approval_refused_once_the_instance_finished(storage: Storage) -> None:
+    """A decision that races the instance's end (it was read open, the instance was then
+    terminated) writes nothing: no inbox row, no history entry after the end."""
+    row = await open_gate(storage)
+    await storage.transition(row.iid, lambda r: transitions.terminate(r, T0 + 1.5))
+    before = await storage.read_history(row.iid)
+    assert await storage.decide_approval(row.iid, "approve", 1, decision(), "v1", True,
+                                         T0 + 2) == "finished"
+    assert await storage.next_inbox_event(row.iid, GATE_TYPE) is None
+    assert await storage.read_history(row.iid) == before
 
 
 # -- fair claims across tenants ----------------------------------------------------------------
