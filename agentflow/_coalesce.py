@@ -28,6 +28,8 @@ class CreateCoalescer:
     def __init__(self, create_many: CreateMany) -> None:
         self._create_many = create_many
         self._pending: dict[tuple[str, str | None], Batch] = {}
+        # The writes in flight (a task nobody holds may vanish: on PostgreSQL it is one).
+        self._writing: set[asyncio.Future[list[InstanceRow]]] = set()
 
     def create(self, workflow: str, item: Item, tenant: str | None) -> Awaitable[InstanceRow]:
         loop = asyncio.get_running_loop()
@@ -47,9 +49,13 @@ class CreateCoalescer:
         workflow, tenant = key
         try:
             write = self._create_many(workflow, [item for item, _ in batch], tenant)
-        except Exception as exc:
+        except BaseException as exc:
             _fail(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
             return
+        self._writing.add(write)
+        write.add_done_callback(self._writing.discard)
         write.add_done_callback(partial(_settle, workflow, batch))
 
 

@@ -47,7 +47,8 @@ class Storage(Protocol):
         self, workflow: str, items: Sequence[tuple[str, str | None]], now: float, *,
         skip_existing: bool, tenant: str | None = None, start: StartNow | None = None,
     ) -> Awaitable[list[InstanceRow]]:
-        """Insert queued instances (id, params). Returns the created rows. Without
+        """Insert queued instances (id, params). Returns (an awaitable of) the created rows:
+        a future is best, done when the commit lands, since a creator waits for it. Without
         ``skip_existing`` an existing or repeated id raises ``DuplicateInstanceError`` and
         nothing is inserted. With ``start``, as many as the workflow's free slots allow (none
         if an instance is queued or due) are inserted running instead, claimed for
