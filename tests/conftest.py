@@ -135,3 +135,19 @@ def counter() -> tuple[dict[str, int], Callable[[str], None]]:
         calls[name] = calls.get(name, 0) + 1
 
     return calls, hit
+
+
+def terminated_first(
+    monkeypatch: pytest.MonkeyPatch, engine: af.Engine, method: str, instance: af.Instance,
+) -> None:
+    """Make the storage's ``method`` terminate ``instance`` before it writes: a write that
+    raced the instance's end (its caller saw it running)."""
+    storage = engine._storage
+    write = getattr(storage, method)
+
+    async def racing(*args: object, **kwargs: object) -> object:
+        await instance.terminate()
+        return await write(*args, **kwargs)
+
+    monkeypatch.setattr(storage, method, racing)
+

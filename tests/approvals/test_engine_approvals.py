@@ -14,7 +14,7 @@ import pytest
 
 import agentflow as af
 from tests.approvals.conftest import at, at_gate, finished, gate_named, gated_flow, open_gates
-from tests.conftest import drive, wait_for
+from tests.conftest import drive, terminated_first, wait_for
 
 WORKFLOW = "deploys"
 
@@ -555,14 +555,7 @@ async def test_a_decision_racing_termination_is_refused_and_writes_nothing(
     """The instance is terminated after the decision found its gate open and before the
     decision is written: the write sees it and refuses; nothing follows the end."""
     instance = await at_gate(deploys, "race1")
-    storage = engine._storage
-    decide = storage.decide_approval
-
-    async def terminated_meanwhile(*args: Any, **kwargs: Any) -> str:
-        await instance.terminate()
-        return await decide(*args, **kwargs)
-
-    monkeypatch.setattr(storage, "decide_approval", terminated_meanwhile)
+    terminated_first(monkeypatch, engine, "decide_approval", instance)
     with pytest.raises(af.ApprovalNotFoundError, match="terminated"):
         await instance.approve(by="ada")
     types = [e.type async for e in instance.events(follow=False)]

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import agentflow as af
-from tests.conftest import counter, drive, next_wake, rows, wait_for
+from tests.conftest import counter, drive, next_wake, rows, terminated_first, wait_for
 
 
 async def test_a_sleeping_instance_holds_only_rows(
@@ -298,14 +298,7 @@ async def test_an_event_racing_the_end_is_refused_and_writes_nothing(
 
     instance = await engine.register("race", run).create()
     await wait_for(instance, "waiting")
-    storage = engine._storage
-    deliver = storage.deliver_event
-
-    async def terminated_meanwhile(*args: Any, **kwargs: Any) -> Any:
-        await instance.terminate()
-        return await deliver(*args, **kwargs)
-
-    monkeypatch.setattr(storage, "deliver_event", terminated_meanwhile)
+    terminated_first(monkeypatch, engine, "deliver_event", instance)
     with pytest.raises(af.InvalidStateError, match="terminated and takes no more events"):
         await instance.send_event("go", {"late": True})
     types = [e.type async for e in instance.events(follow=False)]
