@@ -4,6 +4,7 @@ caller still gets exactly what a lone create() would give it."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,8 @@ async def test_a_create_racing_close_runs_nothing_after_close(db_url: str) -> No
     assert set(statuses.values()) <= {"queued"}  # handed back, to run on the next open
 
 
+@pytest.mark.skipif(os.environ.get("AGENTFLOW_TEST_BACKEND") == "postgres",
+                    reason="PostgreSQL's writes wait on its connection, any number of turns")
 @pytest.mark.parametrize("worker", [True, False], ids=["worker", "no-worker"])
 async def test_a_lone_create_returns_soon_after_its_commit(db_url: str, worker: bool) -> None:
     """A create awaited on its own (a loop creating one instance at a time) gets its instance
