@@ -176,16 +176,12 @@ class Instance:
         """Deliver an event; a ``wait_for_event`` for this type gets it, now or later (FIFO)."""
         event_type = validate.event_type(type)
         text = encode(payload, what=f"payload of event {event_type!r}")
-        row = await self._row()
-        if row.status in FINISHED:
-            raise InvalidStateError(
-                f"instance {self.id!r} is {row.status} and takes no more events"
-            )
         engine = self._engine
+        engine._check_open()
         delivered = await engine._storage.deliver_event(
             self._iid, event_type, text, engine.clock.now())
-        if delivered is None:  # it finished meanwhile
-            row = await self._row()
+        if delivered is None:  # finished (the write checks it): nothing was written
+            row = await self._row()  # (raises if the instance is gone)
             raise InvalidStateError(
                 f"instance {self.id!r} is {row.status} and takes no more events"
             )

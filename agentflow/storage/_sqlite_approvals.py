@@ -6,8 +6,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 
-from ._statements import FINISHED_STATUSES
-from .records import ApprovalRow, HistoryItem
+from .records import ApprovalRow, HistoryItem, InboxEvent
 
 # An open gate: its wait is journaled as waiting, no decision waits in the inbox for it, its
 # deadline has not passed; shown with its latest request (a restart or an upgrade asks again).
@@ -43,7 +42,7 @@ def pending(conn: sqlite3.Connection, *, workflow: str | None, tenant: str | Non
 def decide(
     conn: sqlite3.Connection, iid: int, gate: str, count: int, payload: str,
     version: str | None, check_version: bool, now: float,
-    deliver: Callable[[sqlite3.Connection, int, str, str | None, float], object],
+    deliver: Callable[[sqlite3.Connection, int, str, str | None, float], InboxEvent | None],
     history: Callable[[int, Sequence[HistoryItem]], None],
 ) -> str:
     """Deliver a decision to an open gate: 'ok', or why not: 'unknown' (no such gate),
@@ -51,9 +50,6 @@ def decide(
     'version' (another version asked),
     'stale' (the instance's code changed since the request), 'finished' (the instance
     finished since its caller looked)."""
-    status = conn.execute("SELECT status FROM instances WHERE iid = ?", (iid,)).fetchone()
-    if status is None or status[0] in FINISHED_STATUSES:
-        return "finished"
     step = conn.execute(
         "SELECT state, event_type, wake_at FROM steps WHERE iid = ? AND name = ? AND count = ? "
         "AND kind = 'wait'", (iid, gate, count),
@@ -80,7 +76,8 @@ def decide(
         "('instance.upgraded', 'instance.restarted') LIMIT 1", (iid, request[0]),
     ).fetchone():
         return "stale"
-    deliver(conn, iid, event_type, payload, now)
+    if deliver(conn, iid, event_type, payload, now) is None:
+        return "finished"  # (the delivery checks that, and writes nothing)
     decided = json.loads(payload)
     history(iid, [HistoryItem("approval.decided", now, gate, {
         k: decided.get(k) for k in ("approved", "by", "comment", "edited", "version")
