@@ -79,30 +79,32 @@ class Worker:
         clock = self.ctx.clock
         while not self._closing:
             self._wakeup.clear()
+            claimed_at = clock.now()
             try:
-                await self._claim()
+                await self._claim(claimed_at)
                 next_wake = await self.ctx.storage.next_wake(list(self.limits()))
             except Exception:  # keep the worker alive through transient storage errors
                 log.exception("agentflow worker: claim failed; retrying")
                 next_wake = None
-            # A wake time already past belongs to an instance waiting for a slot: a run that
-            # ends pokes the loop, so a timer for it would only spin.
+            # A wake time that was already due at the claim belongs to an instance waiting
+            # for a slot: a run that ends pokes the loop, so a timer for it would only spin.
+            # One that fell due since (a short sleep, a slow read) fires at once.
             timer = (
                 clock.call_at(next_wake, self.poke)
-                if next_wake is not None and next_wake > clock.now() else None
+                if next_wake is not None and next_wake > claimed_at else None
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self.config.poll_interval)
             if timer is not None:
                 timer.cancel()
 
-    async def _claim(self) -> None:
+    async def _claim(self, now: float) -> None:
         limits = self.limits()
         if not limits:
             return
         lease_now = time.time()
         rows = await self.ctx.storage.claim(
-            self.id, self.ctx.clock.now(), lease_now, lease_now + self.config.lease_seconds,
+            self.id, now, lease_now, lease_now + self.config.lease_seconds,
             limits, self.tenant_limits(),
         )
         self.adopt(rows)

@@ -98,6 +98,30 @@ async def test_a_due_sleep_resumes_on_its_timer_not_at_the_next_poll(db_url: str
     assert all(0.05 <= gap < PROMPT for gap in gaps), gaps
 
 
+async def test_a_sleep_that_falls_due_during_a_slow_read_still_wakes_at_once(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The worker claims, then reads the next wake time. A sleep short enough to fall due
+    # between the two (a slow store, a busy machine) was taken for one waiting for a slot,
+    # and slept until the next poll. Make the read slower than the sleep.
+    async with af.Engine.open(db_url, poll_interval=POLL) as engine:
+        storage = engine._storage
+        read = storage.next_wake
+
+        async def slow_next_wake(workflows: Any) -> float | None:
+            when = await read(workflows)
+            if when is not None:
+                await asyncio.sleep(0.1)  # answered before the sleep fell due, arrives after
+            return when
+
+        monkeypatch.setattr(storage, "next_wake", slow_next_wake)
+        instance = await engine.register("naps", naps).create(
+            id="slow", params={"naps": 3, "seconds": 0.02}
+        )
+        details = await wait_for(instance, "complete", "errored", timeout=3 * PROMPT)
+    assert details.status == "complete", details.error
+
+
 async def test_a_short_sleep_wakes_on_time_while_a_later_timer_is_pending(db_url: str) -> None:
     async with af.Engine.open(db_url, poll_interval=POLL) as engine:
         binding = engine.register("naps", naps)
