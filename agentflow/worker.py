@@ -4,7 +4,6 @@ for timers (through the engine's clock), local pokes, and a poll for other proce
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 import uuid
@@ -42,7 +41,8 @@ class Worker:
     tenant_limits: Callable[[], dict[str, int | None]] = dict
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     _runs: dict[int, _ActiveRun] = field(default_factory=dict)
-    _wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    _poked: bool = False
+    _waiter: asyncio.Future[None] | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _closing: bool = False
 
@@ -55,7 +55,10 @@ class Worker:
 
     def poke(self) -> None:
         """Something may have become runnable: claim now rather than at the next poll."""
-        self._wakeup.set()
+        self._poked = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     # -- signals to running instances -----------------------------------------------------
     def stop_run(self, iid: int) -> None:
@@ -78,7 +81,7 @@ class Worker:
     async def _schedule_loop(self) -> None:
         clock = self.ctx.clock
         while not self._closing:
-            self._wakeup.clear()
+            self._poked = False
             claimed_at = clock.now()
             try:
                 await self._claim(claimed_at)
@@ -93,10 +96,23 @@ class Worker:
                 clock.call_at(next_wake, self.poke)
                 if next_wake is not None and next_wake > claimed_at else None
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.config.poll_interval)
+            await self._sleep_until_poked()
             if timer is not None:
                 timer.cancel()
+
+    async def _sleep_until_poked(self) -> None:
+        """Until a poke, or the poll interval. (A future and a timer: ``asyncio.wait_for``
+        of an event made a task per wait, and a run's end waits here once.)"""
+        if self._poked:
+            return
+        loop = asyncio.get_running_loop()
+        self._waiter = waiter = loop.create_future()
+        poll = loop.call_later(self.config.poll_interval, self.poke)
+        try:
+            await waiter
+        finally:
+            poll.cancel()
+            self._waiter = None
 
     async def _claim(self, now: float) -> None:
         limits = self.limits()

@@ -53,9 +53,9 @@ class Scheduling:
         """How many new instances may start at once: the workflow's free slots, or none while
         an instance waits for one (queued, or a due sleeper: they go first)."""
         self._serialise(conn, f"claim:{workflow}")  # counted as a claim counts
-        if _waiting_for_slot(conn, workflow, now):
-            return 0
-        return max(0, start.limit - _running(conn, workflow))
+        waiting, running = conn.execute(_STARTABLE, (workflow, workflow, now, workflow,
+                                                     *_ACTIVE)).fetchone()
+        return 0 if waiting else max(0, start.limit - int(running))
 
     def _fair_candidates(
         self, conn: Any, workflow: str, free: int, now: float, quota: int | None,
@@ -187,23 +187,31 @@ def _running(conn: Any, workflow: str) -> int:
     return int(count)
 
 
-def _waiting_for_slot(conn: Any, workflow: str, now: float) -> bool:
-    """Whether an instance of ``workflow`` waits for a slot: queued, or a due sleeper."""
-    return bool(conn.execute(
-        "SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued' LIMIT 1",
-        (workflow,),
-    ).fetchone() or conn.execute(
-        "SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' AND sched <= ? "
-        "LIMIT 1", (workflow, now),
-    ).fetchone())
+# One statement, one read transaction: whether an instance waits for a slot (queued, or a due
+# sleeper: they go before new ones), and how many hold one.
+_STARTABLE = (
+    "SELECT EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued') "
+    "OR EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' "
+    "AND sched <= ?), "
+    "(SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?))"
+)
+
+# Whether a claim could take anything of a workflow: an instance waiting for a slot, or one
+# whose worker's lease ran out (what ``_claim_workflow`` looks for, before limits).
+_CLAIMABLE = (
+    "SELECT EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued') "
+    "OR EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' "
+    "AND sched <= ?) "
+    "OR EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status IN (?, ?) "
+    "AND lease_until < ?)"
+)
 
 
 def _claimable(conn: Any, workflows: Iterable[str], now: float, lease_now: float) -> bool:
-    """Whether a claim could take anything: an instance waiting for a slot, or one whose
-    worker's lease ran out (what ``_claim_workflow`` looks for, before limits)."""
+    """Whether a claim could take anything (one statement per workflow: a read transaction
+    of its own costs SQLite two file-lock calls)."""
     return any(
-        _waiting_for_slot(conn, workflow, now) or conn.execute(
-            "SELECT 1 FROM instances WHERE workflow = ? AND status IN (?, ?) "
-            "AND lease_until < ? LIMIT 1", (workflow, *_ACTIVE, lease_now)).fetchone()
+        conn.execute(_CLAIMABLE, (workflow, workflow, now, workflow, *_ACTIVE, lease_now))
+        .fetchone()[0]
         for workflow in workflows
     )
