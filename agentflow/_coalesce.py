@@ -25,8 +25,14 @@ Batch = list[tuple[Item, "asyncio.Future[InstanceRow]"]]
 
 
 class CreateCoalescer:
-    def __init__(self, create_many: CreateMany) -> None:
+    def __init__(self, create_many: CreateMany,
+                 before_next_commit: Callable[[Callable[[], None]], None] | None = None,
+                 ) -> None:
         self._create_many = create_many
+        # Where the store commits in groups, a turn's creates are handed to it as its next
+        # commit begins: they join that commit rather than take a turn (and, behind the
+        # commit of the running instances' steps already scheduled, a commit) of their own.
+        self._before_next_commit = before_next_commit
         self._pending: dict[tuple[str, str | None], Batch] = {}
         # The writes in flight (a task nobody holds may vanish: on PostgreSQL it is one).
         self._writing: set[asyncio.Future[list[InstanceRow]]] = set()
@@ -38,7 +44,10 @@ class CreateCoalescer:
         waiting = self._pending.get(key)
         if waiting is None:
             waiting = self._pending[key] = []
-            loop.call_soon(self._flush, key)  # after the calls made in this turn
+            if self._before_next_commit is None:
+                loop.call_soon(self._flush, key)  # after the calls made in this turn
+            else:
+                self._before_next_commit(partial(self._flush, key))
         waiting.append((item, future))
         return future
 

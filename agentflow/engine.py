@@ -78,7 +78,8 @@ class Engine:
         version = getattr(storage, "data_version", lambda: None)
         self._statuses = Watchers(self._poll_interval, version)
         self._feeds = Watchers(self._poll_interval, version)
-        self._coalescer = CreateCoalescer(self._create_many)
+        self._coalescer = CreateCoalescer(
+            self._create_many, getattr(storage, "before_next_commit", None))
         self._worker: Worker | None = None
         self._open = False
 

@@ -61,6 +61,7 @@ class Connection:
         self._flushing = False
         self._checkpointer: _Checkpointer | None = None
         self._later: dict[str, list[Any]] | None = None
+        self._before: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self) -> None:
@@ -121,6 +122,17 @@ class Connection:
         self._queue.append((fn, savepoint, future))
         return future
 
+    def before_next_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` as the next group commit begins: the units it writes join that
+        commit. For work gathered during a turn of the loop (the creates made together),
+        which would otherwise take a turn of its own and, behind the commit already
+        scheduled, a commit of its own. ``callback`` must not raise."""
+        loop = self._use_loop()
+        self._before.append(callback)
+        if not self._flushing:
+            loop.call_soon(self._flush_now)
+            self._flushing = True
+
     def _use_loop(self) -> asyncio.AbstractEventLoop:
         """The running loop. One loop at a time: the store is not for several threads' loops
         writing at once, but may pass from one to the next (a script's successive
@@ -166,6 +178,8 @@ class Connection:
 
     def _try_commit(self) -> bool:
         """Commit every queued unit in one transaction; False if the database is locked."""
+        if self._before:
+            self._run_before()
         if self._conn is None:
             self._fail_all(StorageError("the storage is closed"))
             return True
@@ -216,6 +230,16 @@ class Connection:
                 future.set_exception(value)
         return True
 
+    def _run_before(self) -> None:
+        """Run the ``before_next_commit`` callbacks; their units go first in the commit, so
+        that their callers hear of it first (a creator then writes again in the turn in
+        which the steps of the instances already running do, and both join one commit)."""
+        callbacks, self._before = self._before, []
+        queued, self._queue = self._queue, []
+        for callback in callbacks:
+            callback()
+        self._queue.extend(queued)
+
     @staticmethod
     def _run_unit(
         conn: sqlite3.Connection, fn: Unit, savepoint: bool, later: dict[str, list[Any]]
@@ -244,11 +268,11 @@ class Connection:
         return True, result
 
     async def close(self) -> None:
-        if self._queue:
+        if self._queue or self._before:
             self._use_loop()  # units a loop that ended left queued are committed now
             if not self._flushing:
                 self.write(lambda conn: None)
-        while self._queue:
+        while self._queue or self._before:
             await asyncio.sleep(0.001)
         self._loop = None
         if self._checkpointer is not None:

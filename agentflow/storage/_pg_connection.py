@@ -123,6 +123,10 @@ class PgDb:
     async def write(self, fn: Callable[[Any], T], *, savepoint: bool = True) -> T:
         return await self._run(fn, writing=True)
 
+    def before_next_commit(self, callback: Callable[[], None]) -> None:
+        """Each write is a transaction of its own here: ``callback`` runs at the next turn."""
+        asyncio.get_running_loop().call_soon(callback)
+
     def later(self, sql: str, rows: list[Any]) -> None:
         assert self._unit is not None, "later() is only for write units"
         self._unit.later(sql, rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,10 @@ class SqliteStorage(Scheduling):
         except (sqlite3.Error, StorageError):
             return None
         return version
+
+    def before_next_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` as the next commit begins; what it writes joins that commit."""
+        self._db.before_next_commit(callback)
 
     # -- instances --------------------------------------------------------------------------
     def create_instances(
