@@ -289,7 +289,10 @@ class Engine:
         rows = write.result()
         started = [row for row in rows if row.owner is not None]
         if started:
-            worker.adopt(started, soon=True)
+            # A lone create's run starts in the turn its caller goes on in, so that its first
+            # step joins the commit of the caller's next create; a batch's runs wait a turn,
+            # not to hold up a caller that gets many rows.
+            worker.adopt(started, soon=len(started) > 1)
         if len(started) != len(rows):  # queued: a claim may take them
             self._worker_signal(None, None)
 

@@ -187,9 +187,9 @@ async def test_a_create_loop_shares_its_commits_with_the_running_instances(
     tmp_path: Path,
 ) -> None:
     """Creating instances one at a time while earlier ones run their steps: each create
-    joins the group commit of those steps rather than taking a commit of its own after
-    them (it took two commits per create, when a turn's creates were gathered in a turn
-    of their own)."""
+    joins the group commit of those steps, and the first step of the instance it started,
+    rather than taking commits of its own (two per create, when a turn's creates were
+    gathered in a turn of their own; 1.5 when the new run started a turn later)."""
     async with af.Engine.open(f"sqlite:///{tmp_path / 'c.db'}") as engine:
         binding = engine.register("w", steps)
         commits = 0
@@ -204,4 +204,4 @@ async def test_a_create_loop_shares_its_commits_with_the_running_instances(
         outputs = [(await i.wait(timeout=30)).output for i in instances]
         engine._storage._db.conn.set_trace_callback(None)  # type: ignore[attr-defined]
     assert outputs == [15] * 200
-    assert created <= 1.6 * 200, f"{created} commits for 200 creates"
+    assert created <= 1.1 * 200, f"{created} commits for 200 creates"
