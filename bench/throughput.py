@@ -2,10 +2,13 @@
 run in-process without durability as the baseline. Prints one JSON line.
 
     python bench/throughput.py --workflows 1000 --steps 10 [--mode concurrent|sequential]
-        [--wait each|together]
+        [--wait each|together] [--create batch|gather|each]
 
 ``--wait together`` awaits every instance's ``wait()`` at once (``asyncio.gather``), as an
 app waiting on a fan-out would; ``each`` (the default) awaits them one after another.
+``--create`` makes the instances with one ``create_batch`` (the default), with
+``asyncio.gather`` of N ``create()`` calls, or with N ``create()`` calls awaited one by one
+(the instances created first run their steps meanwhile).
 """
 
 from __future__ import annotations
@@ -55,11 +58,21 @@ async def baseline(n: int, k: int, concurrent: bool) -> float:
     return time.perf_counter() - start
 
 
-async def durable(n: int, k: int, concurrent: bool, path: str, together: bool = False) -> float:
+async def _create(binding: af.WorkflowBinding, n: int, k: int, how: str) -> list[af.Instance]:
+    params = {"steps": k}
+    if how == "each":
+        return [await binding.create(params=params) for _ in range(n)]
+    if how == "gather":
+        return list(await asyncio.gather(*(binding.create(params=params) for _ in range(n))))
+    return await binding.create_batch([{"params": params} for _ in range(n)])
+
+
+async def durable(n: int, k: int, concurrent: bool, path: str, together: bool = False,
+                  create: str = "batch") -> float:
     async with af.Engine.open(f"sqlite:///{path}", poll_interval=0.05) as engine:
         binding = engine.register("bench", plan, concurrency=n if concurrent else 1)
         start = time.perf_counter()
-        instances = await binding.create_batch([{"params": {"steps": k}} for _ in range(n)])
+        instances = await _create(binding, n, k, create)
         if together:
             finished = await asyncio.gather(*(i.wait(timeout=600) for i in instances))
         else:
@@ -74,15 +87,17 @@ async def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--mode", choices=["concurrent", "sequential"], default="concurrent")
     parser.add_argument("--wait", choices=["each", "together"], default="each")
+    parser.add_argument("--create", choices=["batch", "gather", "each"], default="batch")
     args = parser.parse_args()
     concurrent = args.mode == "concurrent"
     total = args.workflows * args.steps
     with tempfile.TemporaryDirectory() as tmp:
         seconds = await durable(args.workflows, args.steps, concurrent, os.path.join(tmp, "b.db"),
-                                together=args.wait == "together")
+                                together=args.wait == "together", create=args.create)
     base = await baseline(args.workflows, args.steps, concurrent)
     print(json.dumps({
-        "bench": "throughput", "mode": args.mode, "wait": args.wait, "workflows": args.workflows,
+        "bench": "throughput", "mode": args.mode, "wait": args.wait, "create": args.create,
+        "workflows": args.workflows,
         "steps": args.steps, "seconds": round(seconds, 3),
         "steps_per_second": round(total / seconds),
         "baseline_steps_per_second": round(total / base),
