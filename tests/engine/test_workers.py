@@ -325,9 +325,11 @@ async def test_a_concurrency_limit_holds_across_worker_processes(
     ids = [f"q{n:02d}" for n in range(SLOT_INSTANCES)]
     async with af.Engine.open(db_url, worker=False) as engine:
         # different step and sleep lengths, so that slots free up at different moments and
-        # both processes race for them
+        # both processes race for them; naps long enough that slots are often free when a
+        # sleeper falls due (a process refills a slot its own run freed at once, so the
+        # other one mostly gets work by winning such a race)
         created = await engine.binding(app.SLOTS).create_batch([
-            {"id": id, "params": {"work": 0.03 + 0.015 * (n % 4), "nap": 0.1 + 0.04 * (n % 5)}}
+            {"id": id, "params": {"work": 0.03 + 0.015 * (n % 4), "nap": 0.2 + 0.06 * (n % 5)}}
             for n, id in enumerate(ids)
         ])
         assert [i.id for i in created] == ids
