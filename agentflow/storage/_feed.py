@@ -10,8 +10,11 @@ tables.
 
 Places in the feed are one sequence for both tables: history rows take theirs as explicit
 ``seq`` values, steps their ``hseq``, from a counter kept in ``meta`` (``feed_seq``, the next
-free place). The counter is read once per commit, inside it (SQLite has one writer), and
-written back before the commit ends. PostgreSQL keeps writing history rows for every entry.
+free place). The counter is read once per commit, inside it (SQLite has one writer), as the
+larger of its stored value and the history's next ``seq``; it is written back before the
+commit ends when a step took a place, since only steps' places are missing from that
+``seq``. (A commit of history rows alone, such as a create, writes one page less.)
+PostgreSQL keeps writing history rows for every entry.
 """
 
 from __future__ import annotations
@@ -50,18 +53,21 @@ KEEP_ENTRIES = (
 class FeedCounter:
     """Hands out places in the feed during one commit (see the module's docstring)."""
 
-    __slots__ = ("_conn", "_next", "_read")
+    __slots__ = ("_conn", "_next", "_read", "_stepped")
 
     def __init__(self) -> None:
         self._conn: Any = None
         self._next = 0
         self._read = 0  # the counter's value in the database; 0: not read in this commit
+        self._stepped = False  # a step took a place in this commit
 
     def begin(self, conn: Any) -> None:
-        self._conn, self._read = conn, 0
+        self._conn, self._read, self._stepped = conn, 0, False
 
-    def take(self, n: int = 1) -> int:
-        """The first of ``n`` consecutive places (inside a write unit)."""
+    def take(self, n: int = 1, *, step: bool = False) -> int:
+        """The first of ``n`` consecutive places (inside a write unit); ``step``: one of
+        them is (or may be) a step's rather than a history row's."""
+        self._stepped = self._stepped or step
         if not self._read:
             # Never below the history's own next rowid: a writer that numbers rows the
             # SQLite way (a process of an older agentflow still open on the file) cannot
@@ -75,11 +81,11 @@ class FeedCounter:
         return first
 
     def before_commit(self, conn: Any) -> None:
-        if self._read and self._next != self._read:
+        if self._stepped and self._next != self._read:
             conn.execute("UPDATE meta SET value = ? WHERE key = ?", (str(self._next), COUNTER_KEY))
 
     def end(self) -> None:
-        self._conn, self._read = None, 0
+        self._conn, self._read, self._stepped = None, 0, False
 
 
 def init_counter(conn: Any) -> None:

@@ -258,7 +258,7 @@ class SqliteStorage(Scheduling):
                 # The commonest write: the journal row stands for the step's entry in the
                 # feed, after the rest of the history (see _feed).
                 rows = _history_rows(iid, history)  # encoded before the first write
-                first = self._feed.take(len(rows) + 1)
+                first = self._feed.take(len(rows) + 1, step=True)
                 if conn.execute(_UPSERT_DONE_IF_RUNNING, (
                         *_done_values(iid, record, owner), first + len(rows))).rowcount == 1:
                     self._queue_history(rows, first)

@@ -103,3 +103,42 @@ async def test_the_claims_read_first_still_takes_every_kind_of_runnable_instance
             conn.commit()
             conn.close()
             assert await claim(workflow) == ["l"]
+
+
+async def test_feed_places_stay_unique_when_commits_of_history_alone_skip_the_counter(
+    tmp_path: Path,
+) -> None:
+    """Steps take places in the feed that only the counter in ``meta`` remembers; history
+    rows are remembered by their own ``seq``. A commit of history alone (a create) leaves
+    the counter unwritten, and the next commit still starts after every place taken, in
+    this engine or in another one on the same file."""
+    import agentflow as af
+
+    async def three_steps(event: af.Event, step: af.Step) -> int:
+        for n in range(3):
+            await step.do(f"s{n}", lambda n=n: n)
+        return 3
+
+    url = f"sqlite:///{tmp_path / 'f.db'}"
+    counter_writes = 0
+
+    def trace(statement: str) -> None:
+        nonlocal counter_writes
+        counter_writes += statement.startswith("UPDATE meta")
+
+    async with af.Engine.open(url) as one, af.Engine.open(url) as two:
+        ones, twos = one.register("w", three_steps), two.register("w", three_steps)
+        first = await ones.create()
+        await first.wait(timeout=10)
+        conn = one._storage._db.conn  # type: ignore[attr-defined]
+        conn.set_trace_callback(trace)
+        queued = await one.binding("w").create_batch([{} for _ in range(3)])
+        conn.set_trace_callback(None)
+        assert counter_writes == 0
+        for instance in [*queued, await twos.create(), await ones.create()]:
+            assert (await instance.wait(timeout=10)).status == "complete"
+    db = sqlite3.connect(tmp_path / "f.db")
+    places = [p for (p,) in db.execute(
+        "SELECT seq FROM history UNION ALL SELECT hseq FROM steps WHERE hseq IS NOT NULL")]
+    assert len(places) == len(set(places)), "two feed entries share a place"
+    assert len(places) > 6 * 5
