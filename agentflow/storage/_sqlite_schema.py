@@ -42,6 +42,14 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
         if "hseq" not in {row[1] for row in conn.execute("PRAGMA table_info(steps)")}:
             conn.execute("ALTER TABLE steps ADD COLUMN hseq INTEGER")
         init_counter(conn)
+    if version < 6:  # 6: the tenants' index holds tenants' rows only; untenanted queues
+        # have an index of their own (a row without a tenant, running or waiting, is in
+        # neither: its status changes write one index fewer)
+        conn.execute("DROP INDEX IF EXISTS instances_by_tenant")
+        conn.execute("CREATE INDEX instances_by_tenant ON instances "
+                     "(workflow, status, tenant, sched) WHERE tenant IS NOT NULL")
+        conn.execute("CREATE INDEX IF NOT EXISTS instances_untenanted_queue ON instances "
+                     "(workflow, status, sched) WHERE status = 'queued' AND tenant IS NULL")
     if version < SCHEMA_VERSION:
         conn.execute(
             "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",

@@ -14,7 +14,7 @@ from .._codec import compact_encoder
 from .protocol import LeaseLost
 from .records import HistoryItem, InstanceRow, StepRecord
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 WAKE_HEAD_START = 60.0  # seconds; must match the sched column in schema.sql
 _ACTIVE = ("running", "waiting_for_pause")
 FINISHED_STATUSES = ("complete", "errored", "terminated")

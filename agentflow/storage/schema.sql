@@ -1,4 +1,4 @@
--- agentflow schema, version 1 (versions 2 and 3 add indexes, see SqliteStorage._migrate). Times are epoch seconds (REAL); JSON values are TEXT.
+-- agentflow schema, version 1 (later versions add and change indexes and columns: see _sqlite_schema.migrate). Times are epoch seconds (REAL); JSON values are TEXT.
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 CREATE TABLE IF NOT EXISTS instances (

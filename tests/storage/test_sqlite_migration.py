@@ -33,7 +33,7 @@ async def test_a_version_1_database_gains_the_open_waits_index(tmp_path: Path) -
         index = conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND "
                              "name = 'steps_open_waits'").fetchone()
     conn.close()
-    assert int(version[0]) == SCHEMA_VERSION == 5
+    assert int(version[0]) == SCHEMA_VERSION == 6
     assert index is not None
 
 
@@ -164,3 +164,35 @@ async def _all_places(path: Path) -> list[int]:
             "SELECT seq FROM history UNION ALL SELECT hseq FROM steps WHERE hseq IS NOT NULL")]
     conn.close()
     return places
+
+
+async def test_a_version_5_database_indexes_only_tenants_rows_by_tenant(tmp_path: Path) -> None:
+    # Version 6: the tenants' index holds rows with a tenant; queued rows without one have
+    # an index of their own, so a fair claim still finds them by a seek.
+    path = tmp_path / "v5.db"
+    store = SqliteStorage(path)
+    await store.open()
+    await store.create_instances("wf", [("mine", None)], 1.0, skip_existing=False)
+    await store.create_instances("wf", [("theirs", None)], 2.0, skip_existing=False,
+                                 tenant="t")
+    await store.close()
+    _make_it_version(  # version 5's indexes: every row by tenant, no untenanted queue
+        path, 5, "DROP INDEX instances_by_tenant", "DROP INDEX instances_untenanted_queue",
+        "CREATE INDEX instances_by_tenant ON instances (workflow, status, tenant, sched)")
+
+    store = SqliteStorage(path)
+    await store.open()
+    claimed = await store.claim("w1", 3.0, 3.0, 33.0, {"wf": 2}, {"wf": None})
+    await store.close()
+    with sqlite3.connect(path) as conn:
+        sql = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index'"))
+        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        in_tenant_index = conn.execute(
+            "SELECT count(*) FROM instances INDEXED BY instances_by_tenant "
+            "WHERE workflow = 'wf' AND status = 'running' AND tenant IS NOT NULL").fetchone()
+    conn.close()
+    assert int(version[0]) == SCHEMA_VERSION
+    assert "WHERE tenant IS NOT NULL" in sql["instances_by_tenant"]
+    assert "tenant IS NULL" in sql["instances_untenanted_queue"]
+    assert sorted(row.id for row in claimed) == ["mine", "theirs"]  # both queues, fairly
+    assert in_tenant_index == (1,)
