@@ -44,7 +44,9 @@ def migrate(conn: sqlite3.Connection, path: str) -> None:
         init_counter(conn)
     if version < 6:  # 6: the tenants' index holds tenants' rows only; untenanted queues
         # have an index of their own (a row without a tenant, running or waiting, is in
-        # neither: its status changes write one index fewer)
+        # neither: its status changes write one index fewer); ids are found through the
+        # (workflow, id) index, not one on ids alone (a create writes one index fewer)
+        conn.execute("DROP INDEX IF EXISTS instances_by_id")
         conn.execute("DROP INDEX IF EXISTS instances_by_tenant")
         conn.execute("CREATE INDEX instances_by_tenant ON instances "
                      "(workflow, status, tenant, sched) WHERE tenant IS NOT NULL")

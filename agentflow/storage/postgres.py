@@ -114,6 +114,7 @@ class PostgresStorage(SqliteStorage):
     # -- where the dialects differ ------------------------------------------------------------
     _SKIP_LOCKED = " FOR UPDATE SKIP LOCKED"
     _BULK_INSERT = False  # rows one statement at a time, each returning its iid
+    _ID_INDEX = True  # instances_by_id
     _STEP_ENTRIES = False  # every entry of the feed is a history row, numbered by identity
 
     def _queue_history(self, rows: list[tuple[Any, ...]], first: int | None = None) -> None:

@@ -58,6 +58,18 @@ from .records import (
 
 __all__ = ["SCHEMA_VERSION", "WAKE_HEAD_START", "SqliteStorage"]
 
+# An id in any workflow, by one seek of the (workflow, id) index per workflow: the workflows
+# are listed by a walk of the same index (one seek each), and a store has few.
+_BY_ID = (
+    "(workflow, id) IN (WITH RECURSIVE w(name) AS ("
+    " SELECT min(workflow) FROM instances"
+    " UNION ALL"
+    " SELECT (SELECT min(workflow) FROM instances WHERE workflow > w.name) FROM w"
+    " WHERE w.name IS NOT NULL) "
+    "SELECT name, ? FROM w WHERE name IS NOT NULL)"
+)
+
+
 class SqliteStorage(Scheduling):
     """Storage on one SQLite file. Several processes may open the same file."""
 
@@ -65,6 +77,9 @@ class SqliteStorage(Scheduling):
     _BULK_INSERT = True
     # A first attempt's journal row stands for its 'step.completed' entry (see _feed).
     _STEP_ENTRIES = True
+    # An index on ids alone (PostgreSQL). SQLite has none: it would be one more page written
+    # by every create; an id is found under each workflow in turn (see _BY_ID).
+    _ID_INDEX = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -176,6 +191,10 @@ class SqliteStorage(Scheduling):
     ) -> list[InstanceRow]:
         where: list[str] = []
         args: list[Any] = []
+        if id is not None and workflow is None and not self._ID_INDEX:
+            where.append(_BY_ID)
+            args.append(id)
+            id = None
         for column, value in (("workflow", workflow), ("id", id), ("status", status)):
             if value is not None:
                 where.append(f"{column} = ?")

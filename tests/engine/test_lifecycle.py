@@ -345,6 +345,23 @@ async def test_binding_get_and_engine_get(engine: af.Engine) -> None:
     assert [d.id for d in listed] == ["known"]
 
 
+async def test_engine_get_finds_an_id_in_any_of_several_workflows(engine: af.Engine) -> None:
+    async def run(event: af.Event, step: af.Step) -> None:
+        return None
+
+    for name in ("alpha", "beta", "gamma", "delta"):
+        await engine.register(name, run).create_batch(
+            [{"id": f"{name}-{n}"} for n in range(50)])
+    await engine.binding("gamma").create(id="alpha-7")  # the same id in a second workflow
+    assert (await engine.get("beta-3")).workflow_name == "beta"
+    assert (await engine.get("delta-49")).workflow_name == "delta"
+    with pytest.raises(af.InvalidArgumentError, match="several workflows"):
+        await engine.get("alpha-7")
+    assert (await engine.get("alpha-7", workflow="gamma")).workflow_name == "gamma"
+    with pytest.raises(af.InstanceNotFoundError):
+        await engine.get("epsilon-1")
+
+
 async def test_generated_ids_are_unique_hex_in_creation_order(engine: af.Engine) -> None:
     async def run(event: af.Event, step: af.Step) -> None:
         return None

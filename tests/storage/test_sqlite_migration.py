@@ -194,5 +194,6 @@ async def test_a_version_5_database_indexes_only_tenants_rows_by_tenant(tmp_path
     assert int(version[0]) == SCHEMA_VERSION
     assert "WHERE tenant IS NOT NULL" in sql["instances_by_tenant"]
     assert "tenant IS NULL" in sql["instances_untenanted_queue"]
+    assert "instances_by_id" not in sql  # ids are found through (workflow, id)
     assert sorted(row.id for row in claimed) == ["mine", "theirs"]  # both queues, fairly
     assert in_tenant_index == (1,)
