@@ -112,6 +112,12 @@ def error_from(info: dict[str, Any]) -> Exception:
 
 def error_info(exc: BaseException) -> dict[str, Any]:
     info: dict[str, Any] = {"name": type(exc).__name__, "message": str(exc)}
+    if type(exc) is SystemError and "without setting an exception" in str(exc):
+        # Under the sandbox's address-space limit a C function of the interpreter can fail
+        # an allocation and return no exception (a deque filled from an endless iterator
+        # does): the plan ran out of memory, and is told so.
+        info = {"name": "MemoryError",
+                "message": f"the plan ran out of memory (the interpreter reported: {exc})"}
     if getattr(exc, "non_retryable", False) is True:
         info["non_retryable"] = True
     return info

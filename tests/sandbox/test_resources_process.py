@@ -313,3 +313,15 @@ async def test_the_cpu_budget_is_per_run_not_per_process(
     for _ in range(12):
         details = await wait_for(await workflow.create(), *DONE, timeout=20)
         assert details.status == "complete", details.error
+
+
+def test_an_allocation_that_failed_without_an_exception_is_reported_as_out_of_memory() -> None:
+    # Under the address-space limit, filling a deque from an endless iterator can end in
+    # CPython's "returned NULL without setting an exception": the plan ran out of memory.
+    from sandbox._child_channel import error_info
+
+    lost = SystemError("<class 'collections.deque'> returned NULL without setting an exception")
+    info = error_info(lost)
+    assert info["name"] == "MemoryError"
+    assert "ran out of memory" in info["message"] and "collections.deque" in info["message"]
+    assert error_info(SystemError("something else"))["name"] == "SystemError"
