@@ -32,7 +32,7 @@ class CreateCoalescer:
         # Where the store commits in groups, a turn's creates are handed to it as its next
         # commit begins: they join that commit rather than take a turn (and, behind the
         # commit of the running instances' steps already scheduled, a commit) of their own.
-        self._before_next_commit = before_next_commit
+        self._before_next_commit = before_next_commit or _next_turn
         self._pending: dict[tuple[str, str | None], Batch] = {}
         # The writes in flight (a task nobody holds may vanish: on PostgreSQL it is one).
         self._writing: set[asyncio.Future[list[InstanceRow]]] = set()
@@ -44,10 +44,7 @@ class CreateCoalescer:
         waiting = self._pending.get(key)
         if waiting is None:
             waiting = self._pending[key] = []
-            if self._before_next_commit is None:
-                loop.call_soon(self._flush, key)  # after the calls made in this turn
-            else:
-                self._before_next_commit(partial(self._flush, key))
+            self._before_next_commit(partial(self._flush, key))  # after this turn's calls
         waiting.append((item, future))
         return future
 
@@ -66,6 +63,10 @@ class CreateCoalescer:
         self._writing.add(write)
         write.add_done_callback(self._writing.discard)
         write.add_done_callback(partial(_settle, workflow, batch))
+
+
+def _next_turn(callback: Callable[[], None]) -> None:
+    asyncio.get_running_loop().call_soon(callback)
 
 
 def _fail(batch: Batch, error: BaseException) -> None:

@@ -117,8 +117,7 @@ class Connection:
         loop = self._use_loop()
         future: asyncio.Future[T] = loop.create_future()
         if not self._flushing:
-            loop.call_soon(self._flush_now)
-            self._flushing = True
+            self._schedule_flush(loop)
         self._queue.append((fn, savepoint, future))
         return future
 
@@ -130,8 +129,11 @@ class Connection:
         loop = self._use_loop()
         self._before.append(callback)
         if not self._flushing:
-            loop.call_soon(self._flush_now)
-            self._flushing = True
+            self._schedule_flush(loop)
+
+    def _schedule_flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.call_soon(self._flush_now)
+        self._flushing = True
 
     def _use_loop(self) -> asyncio.AbstractEventLoop:
         """The running loop. One loop at a time: the store is not for several threads' loops

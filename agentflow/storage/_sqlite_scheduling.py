@@ -187,21 +187,25 @@ def _running(conn: Any, workflow: str) -> int:
     return int(count)
 
 
-# One statement, one read transaction: whether an instance waits for a slot (queued, or a due
-# sleeper: they go before new ones), and how many hold one.
-_STARTABLE = (
-    "SELECT EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued') "
+# Whether an instance of a workflow waits for a slot: queued, or a due sleeper (they go
+# before new ones). Parameters: workflow, workflow, now.
+_WAITING_FOR_SLOT = (
+    "EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued') "
     "OR EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' "
-    "AND sched <= ?), "
+    "AND sched <= ?)"
+)
+
+# One statement, one read transaction: whether an instance waits for a slot, and how many
+# hold one.
+_STARTABLE = (
+    f"SELECT {_WAITING_FOR_SLOT}, "
     "(SELECT count(*) FROM instances WHERE workflow = ? AND status IN (?, ?))"
 )
 
 # Whether a claim could take anything of a workflow: an instance waiting for a slot, or one
 # whose worker's lease ran out (what ``_claim_workflow`` looks for, before limits).
 _CLAIMABLE = (
-    "SELECT EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'queued') "
-    "OR EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status = 'waiting' "
-    "AND sched <= ?) "
+    f"SELECT {_WAITING_FOR_SLOT} "
     "OR EXISTS (SELECT 1 FROM instances WHERE workflow = ? AND status IN (?, ?) "
     "AND lease_until < ?)"
 )

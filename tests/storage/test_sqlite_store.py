@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import agentflow as af
 from agentflow.storage import SqliteStorage
 
 
@@ -112,8 +113,6 @@ async def test_feed_places_stay_unique_when_commits_of_history_alone_skip_the_co
     rows are remembered by their own ``seq``. A commit of history alone (a create) leaves
     the counter unwritten, and the next commit still starts after every place taken, in
     this engine or in another one on the same file."""
-    import agentflow as af
-
     async def three_steps(event: af.Event, step: af.Step) -> int:
         for n in range(3):
             await step.do(f"s{n}", lambda n=n: n)
